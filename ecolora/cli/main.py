@@ -1,0 +1,49 @@
+"""The `ecolora` command. Errors a user can fix print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ecolora.cli import run as run_cmd
+from ecolora.config import knob_table
+from ecolora.errors import EcoloraError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Communication-efficient federated LoRA fine-tuning (EcoLoRA, FedIT).")
+app.command("run", epilog=run_cmd.knobs_help(), help="Run one federated fine-tuning job.")(
+    run_cmd.run
+)
+
+
+@app.command("knobs")
+def knobs() -> None:
+    """List every configuration knob with its default ([INF] marks reconstructed defaults)."""
+    for key, default, text in knob_table():
+        typer.echo(f"{key:32s} {default:18s} {text}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EcoloraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""One run configuration, validated once at the edge (CLI, TOML file, Flower run-config).
+
+Sections are frozen dataclasses, each field with a default and a ``help`` string; fields whose
+default is a *reconstruction* of the EcoLoRA paper (spec tag [INF], `shared/spec/ecolora-paper.md`)
+say so with ``[INF §n]`` in their help, so ``ecolora knobs`` shows users exactly which defaults are
+guesses. Unknown keys fail with a close-match hint, as nanoGPT's configurator does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ecolora.errors import ConfigError
+
+METHODS = ("fedit", "ecolora")
+
+
+def _knob(default: Any, help: str, choices: tuple | None = None) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_choices(section: object) -> None:
+    for f in fields(section):
+        choices = f.metadata.get("choices")
+        value = getattr(section, f.name)
+        if choices and value not in choices:
+            raise ConfigError(f"`{f.name}` must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
+    if not ok:
+        left = "(" if lo_open else "["
+        raise ConfigError(f"`{name}` must be in {left}{lo}, {hi}], got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _knob("embedded", "'embedded' (bundled tiny Llama) or a HF causal LM dir or hub name")
+    lora_r: int = _knob(8, "LoRA rank r")
+    lora_alpha: float = _knob(16.0, "LoRA alpha (scale alpha/r)")
+    lora_dropout: float = _knob(0.0, "LoRA dropout (0 keeps runs bit-reproducible)")
+    target_modules: list = _knob(
+        [], "module names to adapt; empty = all linear projections of the attention and MLP"
+    )
+    max_seq_len: int = _knob(128, "truncate prompt+response to this many tokens")
+    threads: int = _knob(0, "torch CPU threads; 0 = auto (1 below 50M parameters, else all)")
+
+    def __post_init__(self) -> None:
+        if self.lora_r < 1:
+            raise ConfigError(f"`lora_r` must be >= 1, got {self.lora_r}")
+        _check_range("lora_alpha", self.lora_alpha, 0.0, 1e6, lo_open=True)
+        _check_range("lora_dropout", self.lora_dropout, 0.0, 0.99)
+        if self.max_seq_len < 8:
+            raise ConfigError(f"`max_seq_len` must be >= 8, got {self.max_seq_len}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _knob("embedded", "'embedded' (generated tasks), a JSON/JSONL file or a hub name")
+    eval_dataset: str = _knob("", "eval set; empty = embedded eval split, or a held-out slice")
+    fields: dict = _knob({}, "explicit field mapping, e.g. {instruction='prompt', response='out'}")
+    train_examples: int = _knob(4000, "examples generated (embedded) or kept (files; 0 = all)")
+    eval_examples: int = _knob(400, "eval examples generated or held out")
+    partition: str = _knob("dirichlet", "how examples are split over clients", ("dirichlet", "iid"))
+    dirichlet_alpha: float = _knob(0.5, "Dirichlet concentration over categories (non-IID)")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check_range("dirichlet_alpha", self.dirichlet_alpha, 0.0, 1e6, lo_open=True)
+        if self.train_examples < 0 or self.eval_examples < 1:
+            raise ConfigError("`train_examples` must be >= 0 and `eval_examples` >= 1")
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    clients: int = _knob(10, "number of simulated clients K")
+    participation: float = _knob(1.0, "fraction q of clients sampled each round")
+    rounds: int = _knob(30, "federated rounds T")
+    local_steps: int = _knob(5, "local optimizer steps E per round")
+    batch_size: int = _knob(8, "examples per local step")
+    lr: float = _knob(3e-3, "client AdamW learning rate")
+    lr_schedule: str = _knob(
+        "constant", "client lr over rounds [§8]", ("constant", "cosine", "inv_sqrt")
+    )
+    weight_decay: float = _knob(0.0, "AdamW weight decay")
+    eval_every: int = _knob(5, "evaluate the global model every N rounds (and after the last)")
+    seed: int = _knob(0, "seed for data, partition, LoRA init and batches")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        for name in ("clients", "rounds", "local_steps", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        _check_range("participation", self.participation, 0.0, 1.0, lo_open=True)
+        _check_range("lr", self.lr, 0.0, 10.0, lo_open=True)
+        _check_range("weight_decay", self.weight_decay, 0.0, 10.0)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """EcoLoRA's three techniques; every choice the paper leaves open is a knob (spec §11)."""
+
+    num_segments: int = _knob(2, "segments S; client k uploads segment (k+t) mod S [INF §4]")
+    segment_by: str = _knob(
+        "module", "segment units: whole tensors, layers or flat chunks [INF §4.1]",
+        ("module", "layer", "flat_chunks"),
+    )
+    rho_a: float = _knob(0.05, "kept fraction of each uploaded A tensor [INF §5.2]")
+    rho_b: float = _knob(0.2, "kept fraction of each uploaded B tensor [INF §5.2]")
+    sparsity_schedule: str = _knob(
+        "constant", "how densities change over rounds [INF §5.3]",
+        ("constant", "linear", "exp", "energy_split"),
+    )
+    rho_start: float = _knob(1.0, "density at round 0 for linear/exp schedules [INF §5.3]")
+    schedule_rounds: int = _knob(10, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
+    topk_scope: str = _knob(
+        "per_tensor", "top-k per tensor or across the segment [INF §5.1]",
+        ("per_tensor", "per_segment"),
+    )
+    error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
+    residual_scope: str = _knob(
+        "sparsified_only", "residual covers the sent segment only, or all unsent parts [INF §5.4]",
+        ("sparsified_only", "all_untransmitted"),
+    )
+    residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
+    golomb_param: str = _knob(
+        "empirical_best", "Rice parameter rule [INF §6]",
+        ("rice_kiely_floor", "rice_ceil", "empirical_best"),
+    )
+    value_dtype: str = _knob("fp16", "dtype of sent values [INF §6, Q4]", ("fp16", "bf16", "fp32"))
+    normalize: str = _knob(
+        "uploaders_weight", "segment mean over its uploaders or all sampled clients [INF §4.4]",
+        ("uploaders_weight", "all_sampled_weight"),
+    )
+    server_lr: float = _knob(1.0, "server step: global += server_lr * aggregated delta")
+    compress_download: bool = _knob(False, "sparsify the broadcast global delta [INF Q6]")
+    rho_down: float = _knob(0.1, "kept fraction of the broadcast delta when compress_download")
+    max_tensor_numel: int = _knob(1 << 28, "decoder refuses tensors larger than this")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        if self.num_segments < 1:
+            raise ConfigError(f"`num_segments` must be >= 1, got {self.num_segments}")
+        for name in ("rho_a", "rho_b", "rho_start", "rho_down"):
+            _check_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
+        _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
+        _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
+        if self.schedule_rounds < 1:
+            raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")
+        if self.max_tensor_numel < 1:
+            raise ConfigError("`max_tensor_numel` must be >= 1")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Links for the modeled communication time (spec §9: T_comm = max_k up_k/BW_up + down/BW_dn)."""
+
+    uplink_mbps: float = _knob(10.0, "client uplink, Mbit/s")
+    downlink_mbps: float = _knob(50.0, "client downlink, Mbit/s")
+    latency_ms: float = _knob(50.0, "one-way latency per message, ms")
+
+    def __post_init__(self) -> None:
+        _check_range("uplink_mbps", self.uplink_mbps, 0.0, 1e6, lo_open=True)
+        _check_range("downlink_mbps", self.downlink_mbps, 0.0, 1e6, lo_open=True)
+        _check_range("latency_ms", self.latency_ms, 0.0, 1e6)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "fed": FedConfig,
+    "compress": CompressConfig,
+    "network": NetworkConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "ecolora"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Build from a nested dict (TOML, JSON, Flower run-config); unknown keys are errors."""
+        raw = dict(raw)
+        method = raw.pop("method", "ecolora")
+        sections = {}
+        for key, value in raw.items():
+            if key not in SECTIONS:
+                raise ConfigError(_unknown("section", key, list(SECTIONS) + ["method"]))
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section [{key}] must be a table, got {value!r}")
+            sections[key] = _build_section(SECTIONS[key], value)
+        return cls(method=method, **sections)
+
+
+def _unknown(kind: str, key: str, known: list[str]) -> str:
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"unknown {kind} {key!r}{hint}"
+
+
+def _coerce(section: type, name: str, value: Any) -> Any:
+    f = {f.name: f for f in fields(section)}[name]
+    default = f.default if f.default is not MISSING else f.default_factory()
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "1", "on", "yes"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "off", "no"):
+            return False
+        if isinstance(value, bool):
+            return value
+    elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind is str and isinstance(value, str):
+        return value
+    elif kind is list and isinstance(value, list | str):
+        return [v for v in value.split(",") if v] if isinstance(value, str) else list(value)
+    elif kind is dict and isinstance(value, dict):
+        return dict(value)
+    elif isinstance(value, str) and kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"`{name}` expects {kind.__name__}, got {value!r}")
+
+
+def _build_section(section: type, values: dict[str, Any], base: Any = None) -> Any:
+    names = [f.name for f in fields(section)]
+    coerced = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(_unknown("knob", key, names))
+        coerced[key] = _coerce(section, key, value)
+    return replace(base, **coerced) if base is not None else section(**coerced)
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
+    """Parse ``--set section.key=value`` (or a bare ``key`` when only one section has it)."""
+    out: dict[str, dict[str, Any]] = {}
+    owners: dict[str, list[str]] = {}
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            owners.setdefault(f.name, []).append(sec)
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            sec, name = key.split(".", 1)
+            if sec not in SECTIONS:
+                raise ConfigError(_unknown("section", sec, list(SECTIONS)))
+        else:
+            if key not in owners:
+                raise ConfigError(_unknown("knob", key, list(owners)))
+            if len(owners[key]) > 1:
+                raise ConfigError(f"knob {key!r} is ambiguous; write one of "
+                                  + ", ".join(f"{s}.{key}" for s in owners[key]))
+            sec, name = owners[key][0], key
+        if name == "fields" and sec == "data":
+            value = _parse_mapping(value)
+        out.setdefault(sec, {})[name] = value
+    return out
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    """``instruction:prompt,response:completion`` -> {'instruction': 'prompt', ...}."""
+    mapping = {}
+    for pair in text.split(","):
+        if ":" not in pair:
+            raise ConfigError(f"data.fields expects ours:theirs pairs, got {pair!r}")
+        ours, theirs = pair.split(":", 1)
+        mapping[ours.strip()] = theirs.strip()
+    return mapping
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: invalid TOML ({exc})") from None
+
+
+def merge(base: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Apply nested overrides (already split into sections) on top of ``base``."""
+    overrides = dict(overrides)
+    method = overrides.pop("method", base.method)
+    changed = {}
+    for sec, values in overrides.items():
+        if sec not in SECTIONS:
+            raise ConfigError(_unknown("section", sec, list(SECTIONS)))
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section [{sec}] must be a table, got {values!r}")
+        changed[sec] = _build_section(SECTIONS[sec], values, getattr(base, sec))
+    return replace(base, method=method, **changed)
+
+
+def knob_table() -> list[tuple[str, str, str]]:
+    """(section.key, default, help) for every knob: feeds `--help` and the README."""
+    rows = []
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            help_text = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                help_text += f" {{{', '.join(f.metadata['choices'])}}}"
+            rows.append((f"{sec}.{f.name}", repr(default), help_text))
+    return rows

@@ -1,0 +1,42 @@
+"""Server-side math as free functions (Flower's strategy_utils style): no I/O, numpy only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ecolora.compress.segments import Piece
+
+# One decoded client update: (segment id, weight p_k, [(piece, indices or None, values)]).
+Update = tuple[int, float, list[tuple[Piece, np.ndarray | None, np.ndarray]]]
+
+
+def aggregate_segments(
+    updates: Sequence[Update], segments: Sequence[Sequence[Piece]], shapes: Sequence[int],
+    normalize: str = "uploaders_weight",
+) -> list[np.ndarray]:
+    """Weighted mean of (sparse) deltas per segment (spec §4.4).
+
+    Segment s becomes sum_{k in U_s} p_k * delta_k[s] / sum_{k in U_s} p_k, where U_s are the
+    clients that uploaded s (``normalize='all_sampled_weight'`` divides by the weight of every
+    sampled client instead). A segment nobody uploaded gets a zero delta, so it keeps the
+    previous global value. Entries a client did not keep count as zero in its delta.
+    """
+    total = [np.zeros(n, dtype=np.float64) for n in shapes]
+    seg_weight = [0.0] * len(segments)
+    for seg, weight, records in updates:
+        seg_weight[seg] += weight
+        for piece, idx, vals in records:
+            view = total[piece.tensor][piece.start : piece.stop]
+            if idx is None:
+                view += weight * vals
+            else:
+                view[idx] += weight * vals
+    sampled = sum(w for _, w, _ in updates)
+    for seg, pieces in enumerate(segments):
+        denom = seg_weight[seg] if normalize == "uploaders_weight" else sampled
+        if denom > 0:
+            for p in pieces:
+                total[p.tensor][p.start : p.stop] /= denom
+    return [t.astype(np.float32) for t in total]

@@ -1,0 +1,170 @@
+"""One method object serves every runtime: what a client sends, how the server merges it.
+
+``Method`` is configured by a ``CompressConfig`` and the model's ``AdapterLayout``; it never
+touches torch, files or sockets. A runtime (in-process simulation, Flower) calls, per round:
+
+    client:  payload, residual = method.client_update(delta, residual, client, round)
+    server:  update = method.decode_update(payload, client, round)   # untrusted bytes
+             delta  = method.aggregate(updates)
+             down   = method.encode_broadcast(delta, round, server_state)
+    all:     params = method.apply_broadcast(down, params)
+
+FedIT is the same object with one segment, density 1 and no error feedback (its preset in
+``methods/__init__.py``), so both go through identical framing and value dtype: a fair count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecolora.compress import wire
+from ecolora.compress.layout import AdapterLayout
+from ecolora.compress.segments import make_segments, segment_for
+from ecolora.compress.sparsify import keep_count, sparsify, topk_indices
+from ecolora.config import CompressConfig
+from ecolora.errors import CorruptPayloadError
+from ecolora.methods.aggregate import Update, aggregate_segments
+
+Params = list[np.ndarray]  # flat float32 arrays in layout order
+
+
+@dataclass
+class ClientUpload:
+    payload: bytes
+    residual: Params | None
+    nonzeros: int
+    segment: int
+
+
+@dataclass
+class ServerState:
+    """Server-side memory: the download residual when the broadcast is sparsified."""
+
+    residual: Params | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Method:
+    def __init__(self, name: str, cfg: CompressConfig, layout: AdapterLayout) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.layout = layout
+        self.segments = make_segments(layout, cfg.num_segments, cfg.segment_by)
+        self.shapes = [t.numel for t in layout.tensors]
+
+    # ---- client side -------------------------------------------------------------------
+    def client_update(
+        self, delta: Params, residual: Params | None, client: int, round_: int
+    ) -> ClientUpload:
+        """Segment choice, error feedback, top-k and encoding of one client's local delta."""
+        cfg = self.cfg
+        seg = segment_for(client, round_, cfg.num_segments)
+        pieces = self.segments[seg]
+        use_ef = cfg.error_feedback
+        if use_ef:
+            old = residual if residual is not None else [np.zeros_like(d) for d in delta]
+            acc = [cfg.residual_decay * r + d for r, d in zip(old, delta, strict=True)]
+        else:
+            acc = delta
+        values = [acc[p.tensor][p.start : p.stop] for p in pieces]
+        kept = sparsify(values, pieces, self.layout, round_, cfg)
+        records, nonzeros = [], 0
+        new_res = None
+        if use_ef:
+            if cfg.residual_scope == "all_untransmitted":
+                new_res = [a.copy() for a in acc]
+            else:  # sparsified_only: unsent segments keep their old (decayed) residual
+                new_res = [cfg.residual_decay * r for r in old]
+        for p, v, idx in zip(pieces, values, kept, strict=True):
+            sent = v if idx is None else v[idx]
+            records.append(wire.Record(p.tensor, p.start, p.size, sent, idx))
+            nonzeros += sent.size
+            if use_ef:
+                target = new_res[p.tensor][p.start : p.stop]
+                target[:] = v
+                received = wire.round_trip_values(sent, cfg.value_dtype)
+                if idx is None:
+                    target -= received
+                else:
+                    target[idx] -= received
+        payload = wire.encode(
+            wire.Payload(wire.KIND_UPDATE, round_, seg, cfg.value_dtype, records),
+            cfg.golomb_param,
+        )
+        return ClientUpload(payload, new_res, nonzeros, seg)
+
+    # ---- server side -------------------------------------------------------------------
+    def decode_update(self, payload: bytes, client: int, round_: int, weight: float) -> Update:
+        """Decode untrusted bytes and check them against the layout and the expected segment."""
+        msg = wire.decode(payload, max_numel=self.cfg.max_tensor_numel)
+        expected = segment_for(client, round_, self.cfg.num_segments)
+        if msg.kind != wire.KIND_UPDATE:
+            raise CorruptPayloadError("kind", 5, "not a client update")
+        if msg.round != round_ or msg.segment != expected:
+            raise CorruptPayloadError(
+                "segment", 8, f"got round {msg.round} segment {msg.segment}, "
+                f"expected round {round_} segment {expected}",
+            )
+        pieces = self.segments[expected]
+        if len(msg.records) != len(pieces):
+            raise CorruptPayloadError("count", 16, f"{len(msg.records)} records for "
+                                      f"{len(pieces)} tensors of segment {expected}")
+        out = []
+        for p, r in zip(pieces, msg.records, strict=True):
+            if (r.tensor, r.start, r.n) != (p.tensor, p.start, p.size):
+                raise CorruptPayloadError("record", 20, f"range ({r.tensor}, {r.start}, {r.n}) "
+                                          "is not the segment's")
+            out.append((p, r.indices, r.values))
+        return expected, weight, out
+
+    def aggregate(self, updates: list[Update]) -> Params:
+        delta = aggregate_segments(updates, self.segments, self.shapes, self.cfg.normalize)
+        if self.cfg.server_lr != 1.0:
+            delta = [d * np.float32(self.cfg.server_lr) for d in delta]
+        return delta
+
+    def encode_broadcast(self, delta: Params, round_: int, state: ServerState) -> bytes:
+        """The global change every client applies; sparse with server-side EF if configured."""
+        cfg = self.cfg
+        records = []
+        if cfg.compress_download:
+            if state.residual is None:
+                state.residual = [np.zeros_like(d) for d in delta]
+            acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
+            for i, a in enumerate(acc):
+                idx = topk_indices(a, keep_count(cfg.rho_down, a.size))
+                sent = a[idx]
+                records.append(wire.Record(i, 0, a.size, sent, idx))
+                a[idx] -= wire.round_trip_values(sent, cfg.value_dtype)
+            state.residual = acc
+        else:
+            records = [wire.Record(i, 0, d.size, d) for i, d in enumerate(delta)]
+        return wire.encode(
+            wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records),
+            cfg.golomb_param,
+        )
+
+    def encode_full_state(self, params: Params, round_: int) -> bytes:
+        """The whole global adapter in fp32: the first sync, or a client that missed rounds."""
+        records = [wire.Record(i, 0, p.size, p) for i, p in enumerate(params)]
+        return wire.encode(
+            wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, "fp32", records)
+        )
+
+    def apply_broadcast(self, payload: bytes, params: Params, replace: bool = False) -> Params:
+        """Decode a broadcast and add it to ``params`` (or replace them for a full state)."""
+        msg = wire.decode(payload, max_numel=self.cfg.max_tensor_numel)
+        if msg.kind != wire.KIND_BROADCAST:
+            raise CorruptPayloadError("kind", 5, "not a broadcast")
+        out = [np.zeros_like(p) if replace else p.copy() for p in params]
+        for r in msg.records:
+            if r.tensor >= len(out) or r.start + r.n > out[r.tensor].size:
+                raise CorruptPayloadError("record", 20, f"tensor {r.tensor} range out of bounds")
+            view = out[r.tensor][r.start : r.start + r.n]
+            if r.indices is None:
+                view += r.values
+            else:
+                view[r.indices] += r.values
+        return out

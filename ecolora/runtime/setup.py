@@ -1,0 +1,81 @@
+"""Everything a run needs, built once from a validated ``RunConfig``: model, data, method.
+
+Input problems (missing files, bad models, impossible segmentations) surface here, before the
+run folder is created, so a failed start leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecolora.compress.layout import AdapterLayout
+from ecolora.config import RunConfig
+from ecolora.data.partition import partition_indices
+from ecolora.methods import Method, build_method
+from ecolora.train.batches import Example, tokenize_records
+from ecolora.train.model import configure_threads, layout_of, load_model
+
+
+@dataclass
+class RunSetup:
+    cfg: RunConfig
+    model: object
+    tokenizer: object
+    layout: AdapterLayout
+    method: Method
+    clients: list[list[Example]]
+    weights: list[float]  # p_k = |D_k| / sum_j |D_j|
+    eval_data: list[Example]
+    categories: list[list[str]]  # per client, the category of each example
+    truncated: int
+
+
+def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
+    """(train records, eval records) for the configured datasets."""
+    d, seed = cfg.data, cfg.fed.seed
+    if d.dataset == "embedded":
+        from ecolora.data.embedded import make_records
+
+        train = make_records(d.train_examples or 4000, seed)
+    else:
+        from ecolora.data.files import load_records
+
+        train = load_records(d.dataset, fields=d.fields or None)
+    if d.eval_dataset:
+        from ecolora.data.files import load_records
+
+        evals = load_records(d.eval_dataset, fields=d.fields or None, limit=d.eval_examples)
+    elif d.dataset == "embedded":
+        from ecolora.data.embedded import make_records
+
+        evals = make_records(d.eval_examples, seed + 10_000)
+    else:  # hold out a seeded slice of the training file
+        order = np.random.default_rng([seed, 7]).permutation(len(train))
+        n_eval = min(d.eval_examples, max(1, len(train) // 5))
+        evals = [train[i] for i in order[:n_eval]]
+        train = [train[i] for i in order[n_eval:]]
+    if d.dataset != "embedded" and d.train_examples:
+        train = train[: d.train_examples]
+    return train, evals
+
+
+def build(cfg: RunConfig) -> RunSetup:
+    train, evals = load_data(cfg)
+    cats = [r.get("category", "") for r in train]
+    parts = partition_indices(cats, cfg.fed.clients, scheme=cfg.data.partition,
+                              alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed)
+    model, tok = load_model(cfg.model, cfg.fed.seed)
+    configure_threads(model, cfg.model.threads)
+    layout = layout_of(model)
+    method = build_method(cfg.method, cfg.compress, layout)
+    examples, truncated = tokenize_records(train, tok, cfg.model.max_seq_len)
+    eval_data, t_eval = tokenize_records(evals, tok, cfg.model.max_seq_len)
+    clients = [[examples[i] for i in idx] for idx in parts]
+    sizes = np.array([len(c) for c in clients], dtype=np.float64)
+    return RunSetup(
+        cfg=cfg, model=model, tokenizer=tok, layout=layout, method=method, clients=clients,
+        weights=list(sizes / sizes.sum()), eval_data=eval_data,
+        categories=[[cats[i] for i in idx] for idx in parts], truncated=truncated + t_eval,
+    )

@@ -1,0 +1,104 @@
+"""Base model + LoRA through peft, and the bridge between peft's tensors and flat numpy params.
+
+One base model is loaded once; clients differ only in the LoRA values loaded into it before they
+train (``set_params``), so memory per client is its adapters and residual, never a model copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecolora.compress.layout import AdapterLayout
+from ecolora.config import ModelConfig
+from ecolora.errors import ModelError
+
+
+def resolve_model_path(name: str) -> str:
+    """'embedded' -> the bundled base; a folder must hold config.json; else a hub name."""
+    if name == "embedded":
+        from ecolora.data.embedded import EMBEDDED_BASE_DIR
+
+        return str(EMBEDDED_BASE_DIR)
+    path = Path(name)
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise ModelError(f"model path is not a folder: {name}")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder has no config.json: {name}")
+    return name
+
+
+def load_model(cfg: ModelConfig, seed: int):
+    """(peft model, tokenizer) with LoRA attached; LoRA init is seeded by ``seed``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    logging.getLogger("peft").setLevel(logging.ERROR)
+    path = resolve_model_path(cfg.name)
+    offline = not Path(path).is_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "hub name (no network?)" if offline else "folder"
+        raise ModelError(f"cannot load model {cfg.name!r} as a causal LM {where}: {reason}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"tokenizer of {cfg.name!r} has no EOS token")
+    targets = list(cfg.target_modules) or "all-linear"
+    torch.manual_seed(seed)
+    try:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(base, lora)
+    except ValueError as exc:
+        raise ModelError(f"cannot attach LoRA to {cfg.name!r}: {str(exc).splitlines()[0]}") from None
+    model.train()
+    return model, tokenizer
+
+
+def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
+    """The trainable LoRA tensors in a fixed order (module order of the model)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def layout_of(model) -> AdapterLayout:
+    return AdapterLayout.from_shapes({n: tuple(p.shape) for n, p in lora_parameters(model)})
+
+
+def get_params(model) -> list[np.ndarray]:
+    return [p.detach().cpu().numpy().astype(np.float32).ravel().copy()
+            for _, p in lora_parameters(model)]
+
+
+@torch.no_grad()
+def set_params(model, params: list[np.ndarray]) -> None:
+    for (_, p), v in zip(lora_parameters(model), params, strict=True):
+        p.copy_(torch.from_numpy(v).view(p.shape))
+
+
+SMALL_MODEL = 50_000_000
+
+
+def configure_threads(model, threads: int = 0) -> None:
+    """Pick torch's intra-op threads. ``threads=0`` means auto: one thread below 50M parameters,
+    where matrices are too small to split and extra threads spin (10 s instead of 0.05 s for a
+    local round on a loaded 2-core machine, measured), else every core this process may use."""
+    if threads <= 0:
+        if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+            threads = 1
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    torch.set_num_threads(max(1, threads))

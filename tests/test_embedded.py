@@ -1,0 +1,102 @@
+"""The embedded default task (generated records) and the shipped base model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ecolora.data.embedded import CATEGORIES, EMBEDDED_BASE_DIR, make_records
+from ecolora.data.prompt import format_prompt
+
+KEYS = {"instruction", "context", "response", "category"}
+
+
+def test_make_records_deterministic():
+    assert make_records(300, 7) == make_records(300, 7)
+    assert make_records(300, 7) != make_records(300, 8)
+    assert make_records(0, 1) == []
+
+
+def test_make_records_keys_and_types():
+    for r in make_records(200, 0):
+        assert set(r) == KEYS
+        assert all(isinstance(v, str) for v in r.values())
+        assert r["instruction"] and r["response"]
+        assert r["category"] in CATEGORIES
+
+
+def test_categories_present_and_balanced():
+    assert len(CATEGORIES) >= 4
+    recs = make_records(1000, 3)
+    counts = {c: sum(r["category"] == c for r in recs) for c in CATEGORIES}
+    assert set(counts) == set(CATEGORIES)
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_sequences_are_short():
+    for r in make_records(2000, 0):
+        assert len(format_prompt(r["instruction"], r["context"]) + r["response"]) <= 100
+
+
+def test_train_and_eval_mostly_distinct():
+    train = make_records(2000, 0)
+    ev = make_records(200, 10_000)
+    key = lambda r: (r["instruction"], r["context"])  # noqa: E731
+    non_lookup = [r for r in ev if r["category"] != "lookup"]
+    seen = {key(r) for r in train}
+    overlap = sum(key(r) in seen for r in non_lookup)
+    assert overlap <= 0.2 * len(non_lookup)
+
+
+def test_asset_size_under_10mb():
+    assert EMBEDDED_BASE_DIR.is_dir()
+    size = sum(p.stat().st_size for p in EMBEDDED_BASE_DIR.rglob("*") if p.is_file())
+    assert size <= 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(EMBEDDED_BASE_DIR)
+
+
+def test_tokenizer_special_tokens(tokenizer):
+    assert tokenizer.eos_token is not None and tokenizer.eos_token_id is not None
+    assert tokenizer.pad_token is not None and tokenizer.pad_token_id is not None
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_tokenizer_round_trips_prompts(tokenizer):
+    for r in make_records(50, 0):
+        text = format_prompt(r["instruction"], r["context"]) + r["response"]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == len(text)  # one token per character
+        assert tokenizer.decode(ids) == text
+
+
+def test_no_unknown_characters(tokenizer):
+    vocab = tokenizer.get_vocab()
+    chars = set()
+    for r in make_records(2000, 0):
+        chars.update(format_prompt(r["instruction"], r["context"]) + r["response"])
+    missing = sorted(c for c in chars if c not in vocab)
+    assert missing == []
+    text = "".join(sorted(chars))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.unk_token_id is not None:
+        assert tokenizer.unk_token_id not in ids
+
+
+def test_model_loads_and_runs(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_BASE_DIR, dtype=torch.float32)
+    assert model.dtype == torch.float32
+    assert model.config.vocab_size >= len(tokenizer)
+    assert model.config.max_position_embeddings >= 100
+    ids = tokenizer(format_prompt("What is 2 plus 3?"), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], model.config.vocab_size)
+    assert torch.isfinite(logits).all()
