@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ecolora.cli import run as run_cmd
+from ecolora.cli.inspect import inspect
 from ecolora.config import knob_table
 from ecolora.errors import EcoloraError
 
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.command("run", epilog=run_cmd.knobs_help(), help="Run one federated fine-tuning job.")(
     run_cmd.run
 )
+app.command("inspect")(inspect)
 
 
 @app.command("knobs")
