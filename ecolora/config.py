@@ -44,7 +44,7 @@ def _check_range(name: str, value: float, lo: float, hi: float, lo_open: bool = 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _knob("embedded", "'embedded' (bundled tiny Llama) or a HF causal LM dir or hub name")
+    name: str = _knob("embedded", "'embedded' (bundled tiny Llama), a HF causal LM dir or hub name")
     lora_r: int = _knob(8, "LoRA rank r")
     lora_alpha: float = _knob(16.0, "LoRA alpha (scale alpha/r)")
     lora_dropout: float = _knob(0.0, "LoRA dropout (0 keeps runs bit-reproducible)")
@@ -65,7 +65,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _knob("embedded", "'embedded' (generated tasks), a JSON/JSONL file or a hub name")
+    dataset: str = _knob("embedded", "'embedded' (generated tasks), a JSON/JSONL file, a hub name")
     eval_dataset: str = _knob("", "eval set; empty = embedded eval split, or a held-out slice")
     fields: dict = _knob({}, "explicit field mapping, e.g. {instruction='prompt', response='out'}")
     train_examples: int = _knob(4000, "examples generated (embedded) or kept (files; 0 = all)")
@@ -162,7 +162,7 @@ class CompressConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Links for the modeled communication time (spec §9: T_comm = max_k up_k/BW_up + down/BW_dn)."""
+    """Links for the modeled communication time (spec §9: max_k up_k/BW_up + down/BW_down)."""
 
     uplink_mbps: float = _knob(10.0, "client uplink, Mbit/s")
     downlink_mbps: float = _knob(50.0, "client downlink, Mbit/s")

@@ -30,7 +30,8 @@ def resolve_config(config: Path | None, method: str | None, sets: list[str],
 
 
 def knobs_help() -> str:
-    lines = ["\b", "Knobs for --set section.key=value ([INF §n]: a reconstructed default, see spec):"]
+    lines = ["\b", "Knobs for --set section.key=value "
+             "([INF §n]: a reconstructed default, see the spec):"]
     lines += [f"  {key} = {default}  {text}" for key, default, text in knob_table()]
     return "\n".join(lines)
 
@@ -91,10 +92,11 @@ def run(
                          setup.truncated, "client_sizes": [len(c) for c in setup.clients]})
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
     write_json(out / "summary.json", summary)
-    acc = summary["final_eval_accuracy"]
+    s = summary
     typer.echo(
-        f"{cfg.method}: final exact match {100 * acc:.1f}% (base {100 * summary['initial_eval_accuracy']:.1f}%), "
-        f"eval loss {summary['final_eval_loss']:.4f}, upload {summary['total_upload_bytes'] / 1e6:.3f} MB, "
-        f"download {summary['total_download_bytes'] / 1e6:.3f} MB, modeled comm {summary['comm_time_s']:.1f} s, "
-        f"wall {summary['wall_time_s']:.1f} s -> {out}"
+        f"{cfg.method}: final exact match {100 * s['final_eval_accuracy']:.1f}% "
+        f"(base {100 * s['initial_eval_accuracy']:.1f}%), eval loss {s['final_eval_loss']:.4f}, "
+        f"upload {s['total_upload_bytes'] / 1e6:.3f} MB, "
+        f"download {s['total_download_bytes'] / 1e6:.3f} MB, "
+        f"modeled comm {s['comm_time_s']:.1f} s, wall {s['wall_time_s']:.1f} s -> {out}"
     )

@@ -56,7 +56,7 @@ class ServerResult:
 
 def server_round(method: Method, uploads: list[tuple[int, bytes, float]], round_: int,
                  state: ServerState, global_params: list[np.ndarray]) -> ServerResult:
-    """Decode (rejecting bad payloads, never crashing), aggregate, encode and apply the broadcast."""
+    """Decode (rejecting bad payloads, never crashing), aggregate, encode, apply the broadcast."""
     decoded, rejected = [], {}
     for client, payload, weight in uploads:
         try:

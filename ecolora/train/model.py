@@ -52,7 +52,8 @@ def load_model(cfg: ModelConfig, seed: int):
     except (OSError, ValueError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "hub name (no network?)" if offline else "folder"
-        raise ModelError(f"cannot load model {cfg.name!r} as a causal LM {where}: {reason}") from None
+        raise ModelError(
+            f"cannot load model {cfg.name!r} as a causal LM {where}: {reason}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
@@ -64,7 +65,8 @@ def load_model(cfg: ModelConfig, seed: int):
                           target_modules=targets, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(base, lora)
     except ValueError as exc:
-        raise ModelError(f"cannot attach LoRA to {cfg.name!r}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0]
+        raise ModelError(f"cannot attach LoRA to {cfg.name!r}: {reason}") from None
     model.train()
     return model, tokenizer
 
