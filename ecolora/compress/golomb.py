@@ -10,6 +10,11 @@ is ``flatnonzero``, the remainders a reshape. No Python loop runs per element.
 Parameter rules (spec §6): ``rice_kiely_floor`` is Kiely's optimum for geometric gaps,
 ``rice_ceil`` the STC reimplementation's variant, and ``empirical_best`` evaluates the exact
 bit count of the real gaps for the Kiely value and its neighbours and keeps the smallest.
+
+Decoding trusts nothing: stream lengths, code counts, padding bits (must be zero, so every
+accepted stream is the one the encoder writes) and the last index are checked before the
+indices are built, and the arithmetic cannot overflow int64 for any n < 2**32. Work and memory
+are O(len(unary) + k*b/8 + k); temporaries are 1 byte per unary bit, <= 32 bytes per index.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def gaps_of(indices: np.ndarray) -> np.ndarray:
 
 def coded_bits(gaps: np.ndarray, b: int) -> int:
     """Exact bits of Rice(b) codes for ``gaps``: sum of (g >> b) + 1 + b."""
-    return int(np.sum(gaps >> b)) + gaps.size * (1 + b)
+    return int((gaps >> b).sum()) + gaps.size * (1 + b)
 
 
 def choose_parameter(n: int, indices: np.ndarray, rule: str) -> int:
@@ -63,19 +68,30 @@ def choose_parameter(n: int, indices: np.ndarray, rule: str) -> int:
     raise ValueError(f"unknown Rice parameter rule {rule!r}")
 
 
+def _field_width(b: int) -> int:
+    """Bytes of the smallest big-endian unsigned integer that holds a b-bit remainder."""
+    return 1 if b <= 8 else 2 if b <= 16 else 4
+
+
 def encode_positions(indices: np.ndarray, b: int) -> tuple[bytes, bytes]:
     """Sorted unique indices -> (unary stream, remainder stream)."""
+    if not 0 <= b <= MAX_RICE:
+        raise ValueError(f"Rice parameter {b} outside [0, {MAX_RICE}]")
     gaps = gaps_of(indices)
-    q = gaps >> b
-    ends = np.cumsum(q + 1) - 1  # bit position of each terminating one
-    unary = np.zeros(int(ends[-1]) + 1 if gaps.size else 0, dtype=np.uint8)
-    unary[ends] = 1
-    if b:
-        shifts = np.arange(b - 1, -1, -1, dtype=np.int64)
-        rem_bits = ((gaps[:, None] >> shifts) & 1).astype(np.uint8).ravel()
-    else:
-        rem_bits = np.zeros(0, dtype=np.uint8)
-    return np.packbits(unary).tobytes(), np.packbits(rem_bits).tobytes()
+    if not gaps.size:
+        return b"", b""
+    if gaps.min() < 0:
+        raise ValueError("indices must be sorted and unique")
+    ends = np.cumsum((gaps >> b) + 1) - 1  # bit position of each terminating one
+    unary = np.zeros(int(ends[-1]) + 1, dtype=bool)
+    unary[ends] = True
+    if not b:
+        return np.packbits(unary).tobytes(), b""
+    # each remainder as a big-endian integer of w bytes; keep the low b of its 8w bits
+    w = _field_width(b)
+    fields = gaps.astype(f">u{w}")  # wraps to the low 8w bits, exactly the bits we keep
+    bits = np.unpackbits(fields.view(np.uint8)).reshape(gaps.size, 8 * w)[:, 8 * w - b :]
+    return np.packbits(unary).tobytes(), np.packbits(bits).tobytes()
 
 
 def remainder_nbytes(k: int, b: int) -> int:
@@ -88,23 +104,41 @@ def decode_positions(
     """Inverse of ``encode_positions``; validates every count against n and k.
 
     ``offset`` only locates errors in the enclosing payload. Cost is O(len(unary) + k*b).
+    Only ``CorruptPayloadError`` is raised, for any input.
     """
+    if not 0 <= k <= n:
+        raise CorruptPayloadError("k", offset, f"k={k} outside [0, n={n}]")
+    if not 0 <= b <= MAX_RICE:
+        raise CorruptPayloadError("rice_b", offset, f"parameter {b} outside [0, {MAX_RICE}]")
+    if len(rem) != remainder_nbytes(k, b):
+        raise CorruptPayloadError("remainders", offset, f"{len(rem)} bytes for k={k}, b={b}")
     if k == 0:
-        if len(unary) or len(rem):
-            raise CorruptPayloadError("positions", offset, "bytes present for k=0")
+        if len(unary) or b:
+            raise CorruptPayloadError("positions", offset, "positions present for k=0")
         return np.zeros(0, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(unary, dtype=np.uint8))
+    if len(unary) > (n + 7) // 8:
+        raise CorruptPayloadError("unary", offset, f"{len(unary)} bytes > bound for n={n}")
+    bits = np.unpackbits(np.frombuffer(unary, dtype=np.uint8)).view(bool)
+    if np.count_nonzero(bits) != k:
+        raise CorruptPayloadError("unary", offset, f"{np.count_nonzero(bits)} codes for k={k}")
     ends = np.flatnonzero(bits)
-    if ends.size != k:
-        raise CorruptPayloadError("unary", offset, f"{ends.size} codes for k={k}")
     if len(unary) != int(ends[-1]) // 8 + 1:
         raise CorruptPayloadError("unary", offset, "stream length does not match its codes")
-    q = np.diff(ends, prepend=-1) - 1
-    gaps = q << b
+    gaps = gaps_of(ends)  # the quotients; their sum is < 8*len(unary) <= n+7
     if b:
-        rbits = np.unpackbits(np.frombuffer(rem, dtype=np.uint8))[: k * b]
-        weights = (1 << np.arange(b - 1, -1, -1, dtype=np.int64))
-        gaps |= rbits.reshape(k, b).astype(np.int64) @ weights
+        rbits = np.unpackbits(np.frombuffer(rem, dtype=np.uint8))
+        if rbits[k * b :].any():
+            raise CorruptPayloadError("remainders", offset, "nonzero padding bits")
+        w = _field_width(b)
+        fields = np.zeros((k, 8 * w), dtype=np.uint8)
+        fields[:, 8 * w - b :] = rbits[: k * b].reshape(k, b)
+        r = np.packbits(fields).view(f">u{w}")
+        # last index = sum(q << b) + sum(r) + k - 1, checked in Python ints before any cumsum
+        last = (int(gaps.sum()) << b) + int(r.sum(dtype=np.int64)) + k - 1
+        if last >= n:
+            raise CorruptPayloadError("positions", offset, f"index {last} >= n={n}")
+        gaps <<= b
+        gaps |= r
     idx = np.cumsum(gaps + 1) - 1
     if idx[-1] >= n:
         raise CorruptPayloadError("positions", offset, f"index {int(idx[-1])} >= n={n}")

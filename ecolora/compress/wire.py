@@ -100,9 +100,12 @@ def encode(payload: Payload, rice_rule: str = "empirical_best") -> bytes:
                 raise ValueError("dense record needs n values")
             parts += [_RECORD.pack(r.tensor, r.start, r.n, r.n, DENSE, 0, 0, 0), vals]
             continue
-        k = len(r.indices)
-        b = golomb.choose_parameter(r.n, r.indices, rice_rule) if k else 0
-        unary, rem = golomb.encode_positions(r.indices, b) if k else (b"", b"")
+        idx = np.asarray(r.indices, dtype=np.int64)
+        k = idx.size
+        if len(r.values) != k or (k and not 0 <= idx[0] <= idx[-1] < r.n):
+            raise ValueError("sparse record needs k values at sorted indices in [0, n)")
+        b = golomb.choose_parameter(r.n, idx, rice_rule) if k else 0
+        unary, rem = golomb.encode_positions(idx, b) if k else (b"", b"")
         parts += [_RECORD.pack(r.tensor, r.start, r.n, k, RICE, b, 0, len(unary)), unary, rem,
                   vals]
     body = b"".join(parts)

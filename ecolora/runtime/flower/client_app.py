@@ -1,0 +1,115 @@
+"""The Flower ClientApp: one SuperNode = one client k of the project's partition.
+
+The node's ``--node-config 'partition-id=k num-partitions=K'`` says which client it is; the data
+split itself is the project's (``partition_indices`` over the whole training file, seeded), so
+every node computes the same split and takes part k, exactly like the simulator's client k.
+
+Flower starts a fresh ClientApp process per message, so whatever must outlive a round lives in
+``context.state`` (kept by the SuperNode): the global adapter the node last synced to (to apply
+the next broadcast *delta* to) and the method's error-feedback residual, both as ArrayRecords.
+The training step and the encoding are ``rounds.client_round`` and the method object, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from ecolora.config import RunConfig
+from ecolora.errors import ConfigError, CorruptPayloadError
+from ecolora.runtime.flower import protocol as P
+from ecolora.runtime.flower.config import from_run_config
+
+app = ClientApp()
+
+_SETUPS: dict[str, Any] = {}  # one RunSetup per config, should a process serve several messages
+
+
+def node_partition(context: Context) -> tuple[int, int]:
+    """(partition-id, num-partitions) from the SuperNode's node-config, validated."""
+    cfg = context.node_config
+    try:
+        pid, num = int(cfg["partition-id"]), int(cfg["num-partitions"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("start the SuperNode with --node-config "
+                          "'partition-id=K num-partitions=N' (integers)") from None
+    if not 0 <= pid < num:
+        raise ConfigError(f"partition-id {pid} is outside [0, {num})")
+    return pid, num
+
+
+@app.query()
+def hello(msg: Message, context: Context) -> Message:
+    """Tell the server which client this node is (the server cannot read node-config)."""
+    pid, num = node_partition(context)
+    return Message(P.hello_reply(pid, num), reply_to=msg)
+
+
+def _setup(cfg: RunConfig) -> Any:
+    from ecolora.runtime.setup import build
+
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _SETUPS:
+        _SETUPS.clear()
+        _SETUPS[key] = build(cfg)
+    return _SETUPS[key]
+
+
+def _arrays(state: RecordDict, key: str) -> list[np.ndarray] | None:
+    rec = state.get(key)
+    return rec.to_numpy_ndarrays() if isinstance(rec, ArrayRecord) else None
+
+
+def synced_global(setup: Any, ins: P.TrainIns, state: RecordDict) -> list[np.ndarray]:
+    """The global adapter of round ``ins.round``: a full state, or our copy plus the delta."""
+    from ecolora.train.model import get_params
+
+    method = setup.method
+    if ins.sync == P.SYNC_FULL:
+        template = get_params(setup.model)
+        return method.apply_broadcast(ins.model, template, replace=True)
+    held = _arrays(state, P.STATE_GLOBAL)
+    sync = state.get(P.STATE_SYNC)
+    held_round = int(sync["round"]) if isinstance(sync, ConfigRecord) else None
+    if held is None or held_round != ins.base_round:
+        raise CorruptPayloadError("base-round", 0, f"node holds the global of round "
+                                  f"{held_round}, delta expects {ins.base_round}; "
+                                  "the server must send the full state")
+    return method.apply_broadcast(ins.model, held)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round via ``client_round``; the reply carries the method's encoded bytes."""
+    from ecolora.runtime.rounds import client_round
+
+    cfg, _ = from_run_config(context.run_config)
+    pid, num = node_partition(context)
+    if num != cfg.fed.clients:
+        raise ConfigError(f"node says num-partitions={num} but the run has "
+                          f"fed.clients={cfg.fed.clients}")
+    ins = P.parse_train(msg.content)
+    if ins.client != pid:
+        raise ConfigError(f"server addressed client {ins.client}, this node is {pid}")
+    setup = _setup(cfg)
+    params = synced_global(setup, ins, context.state)
+    res = client_round(setup, params, pid, ins.round, _arrays(context.state, P.STATE_RESIDUAL))
+    context.state[P.STATE_GLOBAL] = ArrayRecord(params)
+    context.state[P.STATE_SYNC] = ConfigRecord({"round": ins.round})
+    if res.upload.residual is not None:
+        context.state[P.STATE_RESIDUAL] = ArrayRecord(res.upload.residual)
+    payload = _maybe_corrupt(res.upload.payload, context)
+    reply = P.TrainRes(ins.round, pid, payload, res.loss, res.upload.nonzeros, res.compute_s)
+    return Message(P.train_reply(reply), reply_to=msg)
+
+
+def _maybe_corrupt(payload: bytes, context: Context) -> bytes:
+    """Fault injection for deployment tests: node-config ``ecolora-fault="corrupt"`` flips a
+    byte, so the server's rejection path is exercised end to end over real Flower transport."""
+    if context.node_config.get("ecolora-fault") == "corrupt" and len(payload) > 30:
+        return payload[:25] + bytes([payload[25] ^ 0xFF]) + payload[26:]
+    return payload

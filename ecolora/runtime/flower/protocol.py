@@ -1,0 +1,115 @@
+"""What travels between the ServerApp and a ClientApp, as Flower records.
+
+Everything the method produces is already the project's own self-describing, CRC-checked wire
+format (``ecolora.compress.wire``), so a message carries it as one ``bytes`` value in a
+``ConfigRecord``: Flower moves it, never re-encodes it, and the byte counts in ``metrics.jsonl``
+are exactly the payload lengths the simulator counts. The small instruction fields next to it
+(round, client index, which kind of global follows) are plain scalars.
+
+Replies are untrusted: ``parse_reply`` turns any shape problem into ``CorruptPayloadError`` (the
+same error a bad payload raises), so the server logs a reason and the round goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, RecordDict
+
+from ecolora.errors import CorruptPayloadError
+
+KEY = "ecolora"  # the one ConfigRecord in every ecolora message
+HELLO = "hello"  # query: which partition does this node hold?
+SYNC_FULL, SYNC_DELTA = "full", "delta"
+# context.state records a ClientApp keeps between rounds (it runs in a fresh process each time)
+STATE_GLOBAL, STATE_RESIDUAL, STATE_SYNC = "ecolora-global", "ecolora-residual", "ecolora-sync"
+
+
+@dataclass
+class TrainIns:
+    round: int
+    client: int
+    sync: str  # SYNC_FULL: `model` is the fp32 full state; SYNC_DELTA: last broadcast bytes
+    base_round: int  # with SYNC_DELTA, the round whose global the node must hold
+    model: bytes
+
+
+@dataclass
+class TrainRes:
+    round: int
+    client: int
+    payload: bytes
+    loss: float
+    nonzeros: int
+    compute_s: float
+
+
+def hello_content() -> RecordDict:
+    return RecordDict({KEY: ConfigRecord({"action": HELLO})})
+
+
+def hello_reply(partition_id: int, num_partitions: int) -> RecordDict:
+    return RecordDict({KEY: ConfigRecord({"partition-id": partition_id,
+                                          "num-partitions": num_partitions})})
+
+
+def parse_hello(content: RecordDict) -> tuple[int, int]:
+    rec = _record(content)
+    return _int(rec, "partition-id"), _int(rec, "num-partitions")
+
+
+def train_content(ins: TrainIns) -> RecordDict:
+    return RecordDict({KEY: ConfigRecord({
+        "round": ins.round, "client": ins.client, "sync": ins.sync,
+        "base-round": ins.base_round, "model": ins.model,
+    })})
+
+
+def parse_train(content: RecordDict) -> TrainIns:
+    rec = _record(content)
+    sync = rec.get("sync")
+    if sync not in (SYNC_FULL, SYNC_DELTA):
+        raise CorruptPayloadError("sync", 0, f"unknown sync kind {sync!r}")
+    return TrainIns(_int(rec, "round"), _int(rec, "client"), sync, _int(rec, "base-round"),
+                    _bytes(rec, "model"))
+
+
+def train_reply(res: TrainRes) -> RecordDict:
+    return RecordDict({KEY: ConfigRecord({
+        "round": res.round, "client": res.client, "payload": res.payload,
+        "loss": float(res.loss), "nonzeros": int(res.nonzeros), "compute-s": float(res.compute_s),
+    })})
+
+
+def parse_train_reply(content: RecordDict) -> TrainRes:
+    rec = _record(content)
+    return TrainRes(_int(rec, "round"), _int(rec, "client"), _bytes(rec, "payload"),
+                    _float(rec, "loss"), _int(rec, "nonzeros"), _float(rec, "compute-s"))
+
+
+def _record(content: RecordDict) -> ConfigRecord:
+    rec = content.get(KEY) if isinstance(content, RecordDict) else None
+    if not isinstance(rec, ConfigRecord):
+        raise CorruptPayloadError("record", 0, f"message has no ConfigRecord {KEY!r}")
+    return rec
+
+
+def _int(rec: ConfigRecord, key: str) -> int:
+    value = rec.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CorruptPayloadError(key, 0, f"expected an int, got {type(value).__name__}")
+    return value
+
+
+def _float(rec: ConfigRecord, key: str) -> float:
+    value = rec.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise CorruptPayloadError(key, 0, f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _bytes(rec: ConfigRecord, key: str) -> bytes:
+    value = rec.get(key)
+    if not isinstance(value, bytes):
+        raise CorruptPayloadError(key, 0, f"expected bytes, got {type(value).__name__}")
+    return value

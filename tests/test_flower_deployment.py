@@ -1,0 +1,187 @@
+"""Flower Deployment Engine end to end: 1 SuperLink + 3 SuperNodes on loopback, 2 rounds.
+
+The same job also runs in-process (``runtime.sim.simulate``): per-round bytes must be identical
+and the final eval loss equal within 1e-4, since both runtimes call the same method object and
+round steps. Success is the run status from ``flwr ls`` (``flwr run`` exits 0 even when the
+ServerApp fails later). Every process is torn down by PID, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr", reason="flwr (Flower) is not installed")
+
+from flwr.common.config import flatten_dict  # noqa: E402
+
+from ecolora.runtime.flower.config import from_run_config  # noqa: E402
+from ecolora.runtime.flower.local import (  # noqa: E402
+    LocalDeployment,
+    alive,
+    executable,
+    free_port,
+)
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "flower"
+JOB = {"fed.clients": 3, "fed.rounds": 2, "fed.local_steps": 2, "fed.eval_every": 1,
+       "data.train_examples": 60, "data.eval_examples": 16, "flower.join-timeout": 90.0,
+       "flower.round-timeout": 120.0}
+WALL: dict[str, dict[str, float]] = {}
+
+
+def app_defaults() -> dict:
+    """The run-config Flower starts from: the app's [tool.flwr.app.config], flattened."""
+    project = tomllib.loads((APP / "pyproject.toml").read_text(encoding="utf-8"))
+    return flatten_dict(project["tool"]["flwr"]["app"]["config"])
+
+
+def job(method: str, model: Path, data: Path, out: Path, **extra: object) -> dict:
+    return {"method": method, "model.name": str(model), "data.dataset": str(data),
+            "flower.out": str(out), **JOB, **extra}
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    for name in ("flower-superlink", "flower-supernode", "flwr"):
+        try:
+            executable(name)
+        except FileNotFoundError as exc:
+            pytest.skip(f"Flower CLI missing: {exc}")
+    dep = LocalDeployment(tmp_path_factory.mktemp("flower"), nodes=3)
+    pids: list[int] = []
+    try:
+        dep.start()
+        yield dep
+    finally:
+        pids = dep.all_pids()
+        survivors = dep.stop()
+        print_wall()
+    assert not survivors, f"processes left running: {survivors}"
+    assert not [p for p in pids if alive(p)]
+
+
+def print_wall() -> None:
+    for method, w in WALL.items():
+        print(f"\n[flower vs in-process] {method}: flower {w['flower']:.1f}s, "
+              f"in-process {w['sim']:.1f}s, ratio {w['flower'] / w['sim']:.1f}x")
+
+
+@pytest.mark.parametrize("method", ["ecolora", "fedit"])
+def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_file, tmp_path):
+    from ecolora.runtime.setup import build
+    from ecolora.runtime.sim import simulate
+
+    out = tmp_path / "flower"
+    overrides = job(method, tiny_model_dir, alpaca_file, out)
+    outcome = deployment.run(APP, overrides, timeout=240, done_file=out / "summary.json")
+    assert outcome.status == "finished:completed", (outcome, deployment.logs())
+    rows = rows_of(out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in rows] == [1, 2]
+    assert summary["runtime"] == "flower" and summary["config"]["method"] == method
+    assert all(r["clients"] == 3 and not r["rejected"] and not r["dropped"] for r in rows)
+
+    cfg, _ = from_run_config({**app_defaults(), **overrides})  # what Flower fused
+    t0 = time.perf_counter()
+    sim = simulate(build(cfg))["rounds"]
+    WALL[method] = {"flower": outcome.wall_s, "sim": time.perf_counter() - t0}
+
+    for key in ("upload_bytes", "upload_nonzeros", "download_bytes", "clients"):
+        assert [r[key] for r in rows] == [r[key] for r in sim], key
+    for a, b in zip(rows, sim, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+        assert a["comm_s"] == pytest.approx(b["comm_s"])
+    assert abs(rows[-1]["eval_loss"] - sim[-1]["eval_loss"]) <= 1e-4
+    assert summary["final_eval_loss"] == rows[-1]["eval_loss"]
+    assert summary["total_upload_bytes"] == sum(r["upload_bytes"] for r in sim)
+
+
+def test_bad_config_fails_the_run(deployment, tiny_model_dir, alpaca_file, tmp_path):
+    """A run-config error ends the run as failed (status), not as a hang or a silent success."""
+    out = tmp_path / "bad"
+    overrides = job("ecolora", tiny_model_dir, alpaca_file, out, **{"compress.rho_b": 1.5})
+    outcome = deployment.run(APP, overrides, timeout=90)
+    assert outcome.status.startswith("finished:") and outcome.status != "finished:completed", (
+        outcome)
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("ECOLORA_FLOWER_FAULTS"),
+                    reason="slow (~1 min): set ECOLORA_FLOWER_FAULTS=1")
+def test_supernode_killed_mid_round(tiny_model_dir, alpaca_file, tmp_path):
+    """SIGKILL one SuperNode (and its ClientApp) once round 2 started: round 2 closes with the
+    other two after flower.round-timeout and the run completes."""
+    out = tmp_path / "kill"
+    overrides = job("ecolora", tiny_model_dir, alpaca_file, out,
+                    **{"flower.round-timeout": 25.0})
+    with LocalDeployment(tmp_path / "dep", nodes=3) as dep:
+        run_id = dep.submit(APP, overrides)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (out / "metrics.jsonl").exists():
+            time.sleep(0.2)
+        assert (out / "metrics.jsonl").exists(), dep.logs()
+        dep.kill_node(2)
+        outcome = dep.wait(run_id, timeout=180, done_file=out / "summary.json")
+        assert outcome.status == "finished:completed", (outcome, dep.logs())
+    r1, r2 = rows_of(out)
+    assert r1["clients"] == 3 and r2["clients"] == 2
+    assert "2" in r2["dropped"]
+
+
+def make_tls(folder: Path, nodes: int) -> list[Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and one EC key pair per SuperNode."""
+    import shutil
+    import subprocess
+
+    for tool in ("openssl", "ssh-keygen"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} not available")
+    folder.mkdir(parents=True, exist_ok=True)
+    san = folder / "san.ext"
+    san.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=ecolora-test-ca", "-keyout", "ca.key", "-out", "ca.crt"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+         "-keyout", "server.key", "-out", "server.csr"],
+        ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "1", "-out", "server.pem", "-extfile", str(san)],
+        *[["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", f"node{i}"]
+          for i in range(nodes)],
+    ):
+        subprocess.run(argv, cwd=folder, check=True, capture_output=True, timeout=60)
+    return [folder / f"node{i}" for i in range(nodes)]
+
+
+@pytest.mark.skipif(not os.environ.get("ECOLORA_FLOWER_TLS"),
+                    reason="slow (~40 s): set ECOLORA_FLOWER_TLS=1")
+def test_tls_and_supernode_auth(tiny_model_dir, alpaca_file, tmp_path):
+    """TLS on every API, SuperNode auth on: registered nodes run the job; a node whose key was
+    never registered is refused (it gives up after --max-retries and never joins)."""
+    keys = make_tls(tmp_path / "tls", nodes=3)
+    out = tmp_path / "tls-run"
+    overrides = job("ecolora", tiny_model_dir, alpaca_file, out, **{"fed.clients": 2})
+    with LocalDeployment(tmp_path / "dep", nodes=2, tls=tmp_path / "tls",
+                         node_keys=keys[:2]) as dep:
+        intruder = dep._spawn("intruder", [
+            executable("flower-supernode"), "--root-certificates", str(tmp_path / "tls/ca.crt"),
+            "--superlink", f"127.0.0.1:{dep.port}", "--auth-supernode-private-key", str(keys[2]),
+            "--max-retries", "2", "--host", "127.0.0.1", "--port", str(free_port()),
+            "--node-config", "partition-id=1 num-partitions=2"], "intruder")
+        outcome = dep.run(APP, overrides, timeout=180, done_file=out / "summary.json")
+        assert outcome.status == "finished:completed", (outcome, dep.logs())
+        nodes = json.loads((out / "summary.json").read_text())["nodes"]
+        assert len(nodes) == 2
+        intruder.wait(timeout=60)
+        log = (tmp_path / "dep" / "intruder.log").read_text(errors="replace")
+        assert "Connection attempt failed" in log and "SuperNode ID" not in log, log[-2000:]
