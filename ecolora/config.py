@@ -87,7 +87,7 @@ class FedConfig:
     rounds: int = _knob(30, "federated rounds T")
     local_steps: int = _knob(5, "local optimizer steps E per round")
     batch_size: int = _knob(8, "examples per local step")
-    lr: float = _knob(3e-3, "client AdamW learning rate")
+    lr: float = _knob(1e-2, "client AdamW learning rate")
     lr_schedule: str = _knob(
         "constant", "client lr over rounds [§8]", ("constant", "cosine", "inv_sqrt")
     )
