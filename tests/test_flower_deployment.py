@@ -9,7 +9,6 @@ ServerApp fails later). Every process is torn down by PID, whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import time
 import tomllib
 from pathlib import Path
@@ -116,8 +115,6 @@ def test_bad_config_fails_the_run(deployment, tiny_model_dir, alpaca_file, tmp_p
     assert not (out / "summary.json").exists()
 
 
-@pytest.mark.skipif(not os.environ.get("ECOLORA_FLOWER_FAULTS"),
-                    reason="slow (~1 min): set ECOLORA_FLOWER_FAULTS=1")
 def test_supernode_killed_mid_round(tiny_model_dir, alpaca_file, tmp_path):
     """SIGKILL one SuperNode (and its ClientApp) once round 2 started: round 2 closes with the
     other two after flower.round-timeout and the run completes."""
@@ -163,8 +160,6 @@ def make_tls(folder: Path, nodes: int) -> list[Path]:
     return [folder / f"node{i}" for i in range(nodes)]
 
 
-@pytest.mark.skipif(not os.environ.get("ECOLORA_FLOWER_TLS"),
-                    reason="slow (~40 s): set ECOLORA_FLOWER_TLS=1")
 def test_tls_and_supernode_auth(tiny_model_dir, alpaca_file, tmp_path):
     """TLS on every API, SuperNode auth on: registered nodes run the job; a node whose key was
     never registered is refused (it gives up after --max-retries and never joins)."""
