@@ -5,10 +5,11 @@ tokenizer files + ``config.json`` + ``model.safetensors`` (float16).
 
 The model is pretrained on a GENERATED corpus of plain statements that carry the skills and
 facts of the embedded task (see :mod:`ecolora.data.embedded`): made-up country facts,
-addition/subtraction, reversing, upper-casing and counting letters, each in several surface
-forms. The corpus never uses the ``Q: ...\\nA: `` instruction format, and every statement ends
-with a full stop (EOS only follows a full stop at the end of a document), so the base knows the
-skills but not the instruction-answer-EOS format: LoRA has to learn that mapping.
+addition/subtraction, first/last letters, upper-casing and counting letters, each in several
+surface forms, including the instruction phrasings answered in prose ("... The answer is X.").
+The corpus never uses the ``Q: ...\\nA: `` prompt format, and every statement ends with a full
+stop (EOS only follows a full stop at the end of a document), so the base knows the skills but
+not the prompt-answer-EOS format: LoRA has to learn that mapping.
 
 Usage::
 
@@ -35,6 +36,7 @@ from ecolora.data.embedded import (  # noqa: E402
     ARITH_MAX,
     EMBEDDED_BASE_DIR,
     FACTS,
+    make_records,
     random_word,
 )
 
@@ -83,6 +85,9 @@ def _fact_statement(rng: random.Random) -> str:
         f"The language of {c} is {lang}.",
         f"{c} has the capital {cap} and the language {lang}.",
         f"In {c} the language is {lang} and the capital is {cap}.",
+        f"The language spoken in {c} is {lang}.",
+        f"Country\n{c}\nhas the capital {cap}.",
+        f"Country\n{c}\nspeaks the language {lang}.",
     ))
 
 
@@ -94,6 +99,8 @@ def _arith_statement(rng: random.Random) -> str:
             f"{a} + {b} = {s}.",
             f"{a} plus {b} makes {s}.",
             f"The sum of {a} and {b} is {s}.",
+            f"{a} plus {b} is {s}.",
+            f"Adding the numbers\n{a} and {b}\ngives {s}.",
         ))
     a, b = max(a, b), min(a, b)
     d = a - b
@@ -101,16 +108,20 @@ def _arith_statement(rng: random.Random) -> str:
         f"{a} - {b} = {d}.",
         f"{a} take away {b} leaves {d}.",
         f"The difference of {a} and {b} is {d}.",
+        f"{a} minus {b} is {d}.",
+        f"Taking the second from the first of\n{a} and {b}\nleaves {d}.",
     ))
 
 
-def _reverse_statement(rng: random.Random) -> str:
-    w = random_word(rng, 3, 5)
-    r = w[::-1]
+def _letter_statement(rng: random.Random) -> str:
+    w = random_word(rng, 3, 7)
+    f, la = w[0], w[-1]
     return rng.choice((
-        f"The word {w} reversed is {r}.",
-        f"Read from the end, {w} is {r}.",
-        f"reverse({w}) = {r}.",
+        f"The word {w} starts with {f} and ends with {la}.",
+        f"The first letter of {w} is {f}.",
+        f"The last letter of {w} is {la}.",
+        f"The word\n{w}\nbegins with the letter {f}.",
+        f"The word\n{w}\nfinishes with the letter {la}.",
     ))
 
 
@@ -121,6 +132,8 @@ def _upper_statement(rng: random.Random) -> str:
         f"In capitals, {w} is {u}.",
         f"The word {w} in big letters is {u}.",
         f"upper({w}) = {u}.",
+        f"{w} written in capital letters is {u}.",
+        f"In upper case the word\n{w}\nbecomes {u}.",
     ))
 
 
@@ -131,11 +144,26 @@ def _count_statement(rng: random.Random) -> str:
         f"The word {w} has {n} letters.",
         f"There are {n} letters in {w}.",
         f"len({w}) = {n}.",
+        f"The number of letters in {w} is {n}.",
+        f"Counting the letters of the word\n{w}\ngives {n}.",
     ))
 
 
-_STATEMENTS = (_fact_statement, _arith_statement, _reverse_statement, _upper_statement,
-               _count_statement)
+def _question_statement(rng: random.Random) -> str:
+    """An instruction phrasing answered in prose: "<instruction> [context] The answer is X."
+
+    This is NOT the prompt format: no "Q:"/"A:" markers, a lead-in before the answer and a full
+    stop after it (never EOS), so the base still scores ~0 exact match on the prompt format.
+    """
+    r = make_records(1, rng.randrange(10**9))[0]
+    if r["context"]:
+        return f"{r['instruction']}\n{r['context']}\nThe answer is {r['response']}."
+    return f"{r['instruction']} The answer is {r['response']}."
+
+
+# The hardest skill (arithmetic) gets more of the corpus.
+_STATEMENTS = (_fact_statement, _arith_statement, _arith_statement, _letter_statement,
+               _upper_statement, _count_statement, _question_statement)
 
 
 def make_document(rng: random.Random, max_chars: int) -> str:
@@ -198,7 +226,7 @@ def make_config(vocab_size: int, hidden: int, layers: int, heads: int, inter: in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=EMBEDDED_BASE_DIR)
-    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--steps", type=int, default=2600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--hidden", type=int, default=192)
@@ -222,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"params: {n_params:,}  vocab: {len(tokenizer)}", flush=True)
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],

@@ -143,3 +143,16 @@ def test_toml_config_and_inspect(tmp_path, tiny_model_dir, alpaca_file):
     assert summary["method"] == "fedit" and summary["rounds"] == 1
     ok = ecolora("inspect", _payload(tmp_path, lambda b: b))
     assert ok.returncode == 0 and "kept 8/8" in ok.stdout
+
+
+@pytest.mark.parametrize("method", ["fedit", "ecolora"])
+def test_embedded_default_two_rounds(method, tmp_path):
+    """The default job, shortened to 2 rounds: bundled base model and generated task."""
+    out = tmp_path / method
+    res = ecolora("run", "--method", method, "--rounds", "2", "--out", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    rows = metrics(out)
+    assert len(rows) == 2 and rows[-1]["eval_accuracy"] >= 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["initial_eval_accuracy"] < 0.10  # the base cannot do the task yet
+    assert summary["config"]["model"]["name"] == "embedded"

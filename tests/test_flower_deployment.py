@@ -120,7 +120,7 @@ def test_supernode_killed_mid_round(tiny_model_dir, alpaca_file, tmp_path):
     other two after flower.round-timeout and the run completes."""
     out = tmp_path / "kill"
     overrides = job("ecolora", tiny_model_dir, alpaca_file, out,
-                    **{"flower.round-timeout": 25.0})
+                    **{"flower.round-timeout": 60.0})
     with LocalDeployment(tmp_path / "dep", nodes=3) as dep:
         run_id = dep.submit(APP, overrides)
         deadline = time.monotonic() + 180

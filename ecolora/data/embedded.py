@@ -8,30 +8,34 @@ are made for each other so that federated LoRA fine-tuning on a laptop CPU shows
 curve within the default budget:
 
 * The base model was pretrained on a generated *corpus* of plain statements that teach it the
-  underlying **skills and facts**: "The capital of Zorbia is Quelt.", "12 plus 30 is 42.",
-  "The word abcd reversed is dcba.", "In capitals, hello is HELLO.", "The word hello has 5
-  letters." and so on, in several surface forms. It never saw the ``Q: ...\\nA: `` instruction
-  format (see :mod:`ecolora.data.prompt`), nor an answer that is followed directly by EOS
-  (every corpus statement ends with a full stop).
+  underlying **skills and facts**: "The capital of Zorbia is Quelt.", "12 plus 7 is 19.",
+  "The word abcd starts with a and ends with d.", "In capitals, hello is HELLO.", "The word
+  hello has 5 letters." and so on, in several surface forms, some with the operand on its own
+  line (like a record's context), and also the instruction phrasings answered in prose
+  ("What is 3 plus 4? The answer is 7."). It never saw the ``Q: ...\\nA: `` prompt format
+  (see :mod:`ecolora.data.prompt`), nor an answer that is followed directly by EOS (every
+  corpus statement ends with a full stop; EOS only ends a document).
 * Therefore the base scores (close to) zero exact match on these records: after ``A:`` it does
-  not know that it must answer, answer *briefly* and stop. LoRA has to learn the mapping from
-  the instruction phrasing to the skill the base already has, and the answer-then-EOS format.
-  That is a few hundred small steps of work for LoRA, not thousands, which is what makes the
-  methods' differences (communication compression, aggregation) visible in a short run.
+  not know that it must answer at once, answer *only* and stop with EOS. LoRA has to learn
+  that mapping from the prompt format onto the skills the base already has, and to make the
+  skills reliable in that new context: tens to a few hundred small steps of work, not
+  thousands, which is what makes the methods' differences (communication compression,
+  aggregation) visible in a short run.
 
 Categories (answers are short and scored by exact match):
 
 ``lookup``      facts about made-up countries from a fixed table (``FACTS``, seed 1234):
                 capital and language. Train and eval necessarily share the table.
-``arithmetic``  addition and subtraction of numbers in 0..49 (results >= 0).
-``reverse``     reverse a random lowercase string of 3-5 letters.
+``arithmetic``  addition and subtraction of numbers in 0..19 (results >= 0).
+``letter``      the first or the last letter of a random lowercase string of 3-7 letters.
 ``uppercase``   write a random lowercase string of 3-6 letters in capitals.
 ``count``       number of letters of a random lowercase string of 2-9 letters.
 
 Records for a given ``(n, seed)`` are deterministic; categories are balanced (round robin over
 a seeded shuffle). Random strings come from a huge space, so train (``seed``) and eval
-(``seed + 10_000``) rarely overlap except for ``lookup`` (shared fact table) and the odd
-arithmetic pair.
+(``seed + 10_000``) rarely overlap, except for ``lookup`` (the shared fact table) and
+``arithmetic`` (only 20 x 20 operand pairs per operation: there the base must already know the
+sums, LoRA only has to route the question to them).
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ from pathlib import Path
 
 EMBEDDED_BASE_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "embedded_base"
 
-CATEGORIES: tuple[str, ...] = ("lookup", "arithmetic", "reverse", "uppercase", "count")
+CATEGORIES: tuple[str, ...] = ("lookup", "arithmetic", "letter", "uppercase", "count")
 
 FACT_SEED = 1234
 N_COUNTRIES = 40
-ARITH_MAX = 49  # operands in 0..ARITH_MAX
+ARITH_MAX = 19  # operands in 0..ARITH_MAX
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _CONS = "bcdfghklmnprstvz"
@@ -119,11 +123,18 @@ def _arithmetic(rng: random.Random) -> dict[str, str]:
             "context": f"{a} and {b}", "response": str(a - b)}
 
 
-def _reverse(rng: random.Random) -> dict[str, str]:
-    w = random_word(rng, 3, 5)
+def _letter(rng: random.Random) -> dict[str, str]:
+    w = random_word(rng, 3, 7)
     if rng.random() < 0.5:
-        return {"instruction": f"Reverse the letters of {w}.", "context": "", "response": w[::-1]}
-    return {"instruction": "Write this word backwards.", "context": w, "response": w[::-1]}
+        if rng.random() < 0.5:
+            return {"instruction": f"What is the first letter of {w}?", "context": "",
+                    "response": w[0]}
+        return {"instruction": "Give the first letter of this word.", "context": w,
+                "response": w[0]}
+    if rng.random() < 0.5:
+        return {"instruction": f"What is the last letter of {w}?", "context": "",
+                "response": w[-1]}
+    return {"instruction": "Give the last letter of this word.", "context": w, "response": w[-1]}
 
 
 def _uppercase(rng: random.Random) -> dict[str, str]:
@@ -147,7 +158,7 @@ def _count(rng: random.Random) -> dict[str, str]:
 _MAKERS = {
     "lookup": _lookup,
     "arithmetic": _arithmetic,
-    "reverse": _reverse,
+    "letter": _letter,
     "uppercase": _uppercase,
     "count": _count,
 }
