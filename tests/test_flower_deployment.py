@@ -104,6 +104,17 @@ def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_fil
     assert summary["final_eval_loss"] == rows[-1]["eval_loss"]
     assert summary["total_upload_bytes"] == sum(r["upload_bytes"] for r in sim)
 
+    # Flower's own counters see our payloads plus its per-message framing: never less, and the
+    # difference per message (3 queries + 3 replies at join, 2 per client per round) is small.
+    traffic = deployment.traffic(outcome.run_id)
+    ours = summary["total_upload_bytes"] + summary["total_download_bytes"]
+    messages = 6 + 2 * sum(r["clients"] for r in rows)
+    overhead = (traffic["total-bytes"] - ours) / messages
+    print(f"[flower traffic] {method}: flower {traffic['total-bytes']} B, ecolora {ours} B, "
+          f"overhead {overhead:.0f} B/message")
+    assert traffic["total-bytes"] >= ours
+    assert overhead < 16_384
+
 
 def test_bad_config_fails_the_run(deployment, tiny_model_dir, alpaca_file, tmp_path):
     """A run-config error ends the run as failed (status), not as a hang or a silent success."""

@@ -247,6 +247,14 @@ class LocalDeployment:
         except (ValueError, KeyError, IndexError, TypeError):
             return "unknown", (res.stdout + res.stderr)[-500:]
 
+    def traffic(self, run_id: str) -> dict[str, int]:
+        """Flower's own ``network-traffic`` counters for a run (inbound/outbound/total bytes)."""
+        res = self.flwr("ls", CONNECTION, "--run-id", run_id, "--format", "json")
+        try:
+            return dict(json.loads(res.stdout)["runs"][0]["network-traffic"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return {}
+
     def wait(self, run_id: str, timeout: float, done_file: Path | None = None,
              start: float | None = None) -> RunOutcome:
         """Wait (bounded) until the run's status is ``finished:*``.
