@@ -226,15 +226,18 @@ def make_config(vocab_size: int, hidden: int, layers: int, heads: int, inter: in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=EMBEDDED_BASE_DIR)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--hidden", type=int, default=192)
-    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--inter", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt", type=Path, default=None,
+                    help="checkpoint file: saved every 100 steps, resumed from if present "
+                         "(the result is the same as an uninterrupted run)")
     args = ap.parse_args(argv)
 
     from transformers import LlamaForCausalLM
@@ -267,7 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     t0 = time.time()
     ema = None
-    for step in range(args.steps):
+    start = 0
+    if args.ckpt is not None and args.ckpt.exists():
+        ck = torch.load(args.ckpt, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        rng.setstate(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        start, ema = ck["step"], ck["ema"]
+        print(f"resumed from {args.ckpt} at step {start}", flush=True)
+    for step in range(start, args.steps):
+        if args.ckpt is not None and step % 100 == 0 and step > start:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                        "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                        "step": step, "ema": ema}, args.ckpt)
         docs = [make_document(rng, MAX_POS - 1) for _ in range(args.batch)]
         ids, labels = encode_batch(docs, vocab)
         for g in opt.param_groups:
@@ -295,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "build_info.json").write_text(json.dumps({
         "script": "scripts/build_embedded_base.py",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                 if k != "out"},
+                 if k not in ("out", "ckpt")},
         "params": n_params,
         "final_loss_ema": round(ema or 0.0, 4),
     }, indent=2) + "\n")

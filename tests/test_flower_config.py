@@ -104,3 +104,17 @@ def test_protocol_round_trip_and_untrusted_replies():
             P.parse_train_reply(content)
     with pytest.raises(CorruptPayloadError, match="sync"):
         P.parse_train(RecordDict({P.KEY: ConfigRecord({"sync": "half"})}))
+
+
+def test_oversized_messages_are_refused_on_both_sides(monkeypatch):
+    pytest.importorskip("flwr")
+    from ecolora.runtime.flower import protocol as P
+
+    monkeypatch.setenv("ECOLORA_MAX_MESSAGE_BYTES", "16")
+    big = P.TrainRes(3, 1, b"x" * 17, 1.5, 7, 0.25)
+    with pytest.raises(CorruptPayloadError, match="exceed the limit 16"):
+        P.parse_train_reply(P.train_reply(big))  # server side
+    with pytest.raises(CorruptPayloadError, match="exceed the limit 16"):
+        P.parse_train(P.train_content(P.TrainIns(2, 0, P.SYNC_DELTA, 1, b"y" * 17)))  # client
+    small = P.TrainRes(3, 1, b"x" * 16, 1.5, 7, 0.25)
+    assert P.parse_train_reply(P.train_reply(small)) == small

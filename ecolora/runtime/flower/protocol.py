@@ -12,6 +12,7 @@ same error a bad payload raises), so the server logs a reason and the round goes
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from flwr.app import ConfigRecord, RecordDict
@@ -108,8 +109,17 @@ def _float(rec: ConfigRecord, key: str) -> float:
     return float(value)
 
 
+def max_message_bytes() -> int:
+    """Largest payload either side accepts before decoding (``ECOLORA_MAX_MESSAGE_BYTES``,
+    default 1 GiB): a bound on what a peer can make us hold, checked on both sides."""
+    return int(os.environ.get("ECOLORA_MAX_MESSAGE_BYTES", 1 << 30))
+
+
 def _bytes(rec: ConfigRecord, key: str) -> bytes:
     value = rec.get(key)
     if not isinstance(value, bytes):
         raise CorruptPayloadError(key, 0, f"expected bytes, got {type(value).__name__}")
+    if len(value) > max_message_bytes():
+        raise CorruptPayloadError(key, 0, f"{len(value)} bytes exceed the limit "
+                                  f"{max_message_bytes()} (ECOLORA_MAX_MESSAGE_BYTES)")
     return value
