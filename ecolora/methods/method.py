@@ -15,7 +15,7 @@ FedIT is the same object with one segment, density 1 and no error feedback (its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +43,6 @@ class ServerState:
     """Server-side memory: the download residual when the broadcast is sparsified."""
 
     residual: Params | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Method:
