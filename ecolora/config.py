@@ -17,7 +17,8 @@ from typing import Any
 
 from ecolora.errors import ConfigError
 
-METHODS = ("fedit", "ecolora")
+METHODS = ("fedit", "ffa-lora", "fedsa-lora", "topk-ef", "ecolora", "eco-seg-only", "eco-no-ab",
+           "eco-no-ef", "eco-no-golomb")  # ecolora/methods/variants.py says what each sends
 
 
 def _knob(default: Any, help: str, choices: tuple | None = None) -> Any:

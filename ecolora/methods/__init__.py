@@ -1,4 +1,8 @@
-"""Federated methods behind one interface; a method is a name plus a compression preset."""
+"""Federated methods behind one interface: a method is a name, a variant and the user's knobs.
+
+``VARIANTS`` (``methods/variants.py``) lists FedIT, the baselines (FFA-LoRA, FedSA-LoRA, top-k with
+error feedback) and the EcoLoRA ablations, each saying what it uploads and citing its source.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,17 @@ from dataclasses import replace
 
 from ecolora.compress.layout import AdapterLayout
 from ecolora.config import CompressConfig
+from ecolora.errors import ConfigError
 from ecolora.methods.method import ClientUpload, Method, ServerState
-
-# FedIT (Zhang et al., 2024, "Towards Building the Federated GPT"): every client uploads its
-# whole dense LoRA delta and the server averages A and B separately (spec §3).
-_PRESETS = {
-    "fedit": dict(num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False,
-                  sparsity_schedule="constant", compress_download=False),
-    "ecolora": {},
-}
+from ecolora.methods.variants import VARIANTS, Variant
 
 
 def build_method(name: str, cfg: CompressConfig, layout: AdapterLayout) -> Method:
-    """The method ``name`` with its preset applied on top of the user's compression knobs."""
-    return Method(name, replace(cfg, **_PRESETS[name]), layout)
+    """The method ``name`` with its variant's overrides applied on top of the user's knobs."""
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(VARIANTS)}")
+    variant = VARIANTS[name]
+    return Method(name, replace(cfg, **variant.overrides(cfg, layout)), layout, variant)
 
 
-__all__ = ["ClientUpload", "Method", "ServerState", "build_method"]
+__all__ = ["VARIANTS", "ClientUpload", "Method", "ServerState", "Variant", "build_method"]

@@ -15,7 +15,7 @@ FedIT is the same object with one segment, density 1 and no error feedback (its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,8 +24,10 @@ from ecolora.compress.layout import AdapterLayout
 from ecolora.compress.segments import make_segments, segment_for
 from ecolora.compress.sparsify import keep_count, sparsify, topk_indices
 from ecolora.config import CompressConfig
-from ecolora.errors import CorruptPayloadError
+from ecolora.errors import ConfigError, CorruptPayloadError
+from ecolora.methods import rawpos
 from ecolora.methods.aggregate import Update, aggregate_segments
+from ecolora.methods.variants import VARIANTS, Variant
 
 Params = list[np.ndarray]  # flat float32 arrays in layout order
 
@@ -46,12 +48,48 @@ class ServerState:
 
 
 class Method:
-    def __init__(self, name: str, cfg: CompressConfig, layout: AdapterLayout) -> None:
+    def __init__(self, name: str, cfg: CompressConfig, layout: AdapterLayout,
+                 variant: Variant | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.layout = layout
-        self.segments = make_segments(layout, cfg.num_segments, cfg.segment_by)
+        self.variant = variant or VARIANTS["ecolora"]
+        kinds = [t.kind for t in layout.tensors]
+        share, train = self.variant.share, self.variant.train
+        self.shared = [i for i, k in enumerate(kinds) if k in share]
+        self.trainable = [k in train for k in kinds]
+        self.local = [i for i, k in enumerate(kinds) if k in train and k not in share]
+        self.segments = shared_segments(layout, self.shared, cfg.num_segments, cfg.segment_by)
         self.shapes = [t.numel for t in layout.tensors]
+
+    # ---- what each client trains and keeps (FFA-LoRA freezes A, FedSA-LoRA keeps B) ---------
+    @property
+    def trainable_mask(self) -> list[bool] | None:
+        """Per layout tensor, whether local training updates it; None when all are trained."""
+        return None if all(self.trainable) else list(self.trainable)
+
+    def client_start(self, global_params: Params, local: Params | None) -> Params:
+        """The point a client trains from: the global adapter with its own local tensors."""
+        if not self.local or local is None:
+            return global_params
+        out = list(global_params)
+        for i, value in zip(self.local, local, strict=True):
+            out[i] = value
+        return out
+
+    def keep_local(self, trained: Params) -> Params | None:
+        """Copies of the tensors this client keeps for itself (None for methods that share all)."""
+        return [trained[i].copy() for i in self.local] if self.local else None
+
+    def _encode(self, payload: wire.Payload) -> bytes:
+        if self.variant.positions == "int32":
+            return rawpos.encode(payload)
+        return wire.encode(payload, self.cfg.golomb_param)
+
+    def _decode(self, buf: bytes) -> wire.Payload:
+        if self.variant.positions == "int32":
+            return rawpos.decode(buf, max_numel=self.cfg.max_tensor_numel)
+        return wire.decode(buf, max_numel=self.cfg.max_tensor_numel)
 
     # ---- client side -------------------------------------------------------------------
     def client_update(
@@ -88,16 +126,14 @@ class Method:
                     target -= received
                 else:
                     target[idx] -= received
-        payload = wire.encode(
-            wire.Payload(wire.KIND_UPDATE, round_, seg, cfg.value_dtype, records),
-            cfg.golomb_param,
-        )
+        payload = self._encode(
+            wire.Payload(wire.KIND_UPDATE, round_, seg, cfg.value_dtype, records))
         return ClientUpload(payload, new_res, nonzeros, seg)
 
     # ---- server side -------------------------------------------------------------------
     def decode_update(self, payload: bytes, client: int, round_: int, weight: float) -> Update:
         """Decode untrusted bytes and check them against the layout and the expected segment."""
-        msg = wire.decode(payload, max_numel=self.cfg.max_tensor_numel)
+        msg = self._decode(payload)
         expected = segment_for(client, round_, self.cfg.num_segments)
         if msg.kind != wire.KIND_UPDATE:
             raise CorruptPayloadError("kind", 5, "not a client update")
@@ -132,18 +168,17 @@ class Method:
             if state.residual is None:
                 state.residual = [np.zeros_like(d) for d in delta]
             acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
-            for i, a in enumerate(acc):
+            for i in self.shared:
+                a = acc[i]
                 idx = topk_indices(a, keep_count(cfg.rho_down, a.size))
                 sent = a[idx]
                 records.append(wire.Record(i, 0, a.size, sent, idx))
                 a[idx] -= wire.round_trip_values(sent, cfg.value_dtype)
             state.residual = acc
-        else:
-            records = [wire.Record(i, 0, d.size, d) for i, d in enumerate(delta)]
-        return wire.encode(
-            wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records),
-            cfg.golomb_param,
-        )
+        else:  # only shared tensors change globally: frozen or local ones are not broadcast
+            records = [wire.Record(i, 0, delta[i].size, delta[i]) for i in self.shared]
+        return self._encode(
+            wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records))
 
     def encode_full_state(self, params: Params, round_: int) -> bytes:
         """The whole global adapter in fp32: the first sync, or a client that missed rounds."""
@@ -154,7 +189,7 @@ class Method:
 
     def apply_broadcast(self, payload: bytes, params: Params, replace: bool = False) -> Params:
         """Decode a broadcast and add it to ``params`` (or replace them for a full state)."""
-        msg = wire.decode(payload, max_numel=self.cfg.max_tensor_numel)
+        msg = self._decode(payload)
         if msg.kind != wire.KIND_BROADCAST:
             raise CorruptPayloadError("kind", 5, "not a broadcast")
         out = [np.zeros_like(p) if replace else p.copy() for p in params]
@@ -167,3 +202,19 @@ class Method:
             else:
                 view[r.indices] += r.values
         return out
+
+
+def shared_segments(layout: AdapterLayout, shared: list[int], num_segments: int,
+                    segment_by: str) -> list:
+    """Segments (spec §4.1) over the shared tensors only, with pieces indexing ``layout``.
+
+    FedIT and EcoLoRA share every tensor, which is ``make_segments`` unchanged; FFA-LoRA (B
+    only) and FedSA-LoRA (A only) segment the sub-layout, so nothing unshared is ever sent.
+    """
+    if len(shared) == len(layout):
+        return make_segments(layout, num_segments, segment_by)
+    if not shared:
+        raise ConfigError("this method shares no LoRA tensor of the model (no A/B tensors?)")
+    sub = AdapterLayout(tuple(layout.tensors[i] for i in shared))
+    return [tuple(replace(p, tensor=shared[p.tensor]) for p in seg)
+            for seg in make_segments(sub, num_segments, segment_by)]

@@ -23,6 +23,7 @@ class ClientResult:
     upload: ClientUpload
     loss: float
     compute_s: float
+    local: list[np.ndarray] | None = None  # tensors the method keeps on the client (FedSA's B)
 
 
 def client_rng(seed: int, client: int, round_: int) -> np.random.Generator:
@@ -31,20 +32,29 @@ def client_rng(seed: int, client: int, round_: int) -> np.random.Generator:
 
 
 def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, round_: int,
-                 residual: list[np.ndarray] | None) -> ClientResult:
-    """Train locally from the global adapters, then let the method encode the delta."""
+                 residual: list[np.ndarray] | None,
+                 local: list[np.ndarray] | None = None) -> ClientResult:
+    """Train locally from the global adapters, then let the method encode the delta.
+
+    ``local`` is what the method keeps on this client (FedSA-LoRA's own B); the method also says
+    which tensors train at all (FFA-LoRA freezes A).
+    """
     cfg = setup.cfg.fed
+    method = setup.method
     t0 = time.perf_counter()
     total = cfg.rounds * cfg.local_steps
     lrs = [lr_at(round_ * cfg.local_steps + e, total, cfg.lr, cfg.lr_schedule)
            for e in range(cfg.local_steps)]
+    start = method.client_start(global_params, local)
     result = train_local(
-        setup.model, global_params, setup.clients[client], cfg.local_steps, cfg.batch_size, lrs,
+        setup.model, start, setup.clients[client], cfg.local_steps, cfg.batch_size, lrs,
         cfg.weight_decay, setup.tokenizer.pad_token_id, client_rng(cfg.seed, client, round_),
+        trainable=method.trainable_mask,
     )
-    delta = [p - g for p, g in zip(result.params, global_params, strict=True)]
-    upload = setup.method.client_update(delta, residual, client, round_)
-    return ClientResult(client, upload, result.loss, time.perf_counter() - t0)
+    delta = [p - g for p, g in zip(result.params, start, strict=True)]
+    upload = method.client_update(delta, residual, client, round_)
+    return ClientResult(client, upload, result.loss, time.perf_counter() - t0,
+                        method.keep_local(result.params))
 
 
 @dataclass

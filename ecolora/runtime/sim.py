@@ -27,6 +27,20 @@ def sample_clients(seed: int, round_: int, num_clients: int, fraction: float) ->
     return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
 
 
+def evaluate_clients(setup: RunSetup, params: list[np.ndarray],
+                     local: dict[int, list[np.ndarray] | None]) -> dict[str, float]:
+    """Personalized methods (FedSA-LoRA keeps B per client): each client's model, then the mean.
+
+    Every client is evaluated with the global shared tensors and its own local ones (a client
+    never sampled still has the initial ones) on the common eval set; the row reports the
+    unweighted mean over clients, as FedSA-LoRA's evaluation averages per-client results.
+    """
+    pad = setup.tokenizer.pad_token_id
+    scores = [evaluate(setup.model, setup.method.client_start(params, local.get(k)),
+                       setup.eval_data, pad) for k in range(setup.cfg.fed.clients)]
+    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+
+
 def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) -> dict:
     """Run every round; returns {"rounds": [...], "initial": {...}, "params": final global}."""
     cfg = setup.cfg
@@ -36,6 +50,7 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) ->
     initial = evaluate(setup.model, params, setup.eval_data, pad)
     full_state = len(method.encode_full_state(params, 0))
     residuals: dict[int, list[np.ndarray] | None] = {}
+    local: dict[int, list[np.ndarray] | None] = {}  # tensors kept per client (FedSA-LoRA's B)
     synced: dict[int, int] = {}  # client -> round whose global it holds
     last_broadcast = 0
     server = ServerState()
@@ -46,8 +61,9 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) ->
                 for k in sampled]
         results = []
         for k in sampled:
-            res = client_round(setup, params, k, t, residuals.get(k))
+            res = client_round(setup, params, k, t, residuals.get(k), local.get(k))
             residuals[k] = res.upload.residual
+            local[k] = res.local
             results.append(res)
         uploads = [(r.client, r.upload.payload, setup.weights[r.client]) for r in results]
         srv = server_round(method, uploads, t, server, params)
@@ -64,12 +80,15 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) ->
             "upload_bytes": int(sum(up)),
             "upload_nonzeros": int(sum(r.upload.nonzeros for r in results)),
             "download_bytes": int(sum(down)),
+            "upload_bytes_max": max(up),  # the slowest transfer sets the round's comm time
+            "download_bytes_max": max(down),
             "compute_s": max(r.compute_s for r in results),
             "comm_s": round_comm_s(up, down, cfg.network),
             "rejected": srv.rejected,
         }
         if (t + 1) % cfg.fed.eval_every == 0 or t + 1 == cfg.fed.rounds:
-            row.update(evaluate(setup.model, params, setup.eval_data, pad))
+            row.update(evaluate_clients(setup, params, local) if method.local
+                       else evaluate(setup.model, params, setup.eval_data, pad))
         rows.append(row)
         if on_round:
             on_round(row)

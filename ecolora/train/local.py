@@ -40,22 +40,37 @@ def _loss(model, batch) -> torch.Tensor:
 def train_local(
     model, start: list[np.ndarray], data: list[Example], steps: int, batch_size: int,
     lrs: list[float], weight_decay: float, pad_id: int, rng: np.random.Generator,
+    trainable: list[bool] | None = None,
 ) -> LocalResult:
-    """E AdamW steps from the global adapters ``start``; fresh optimizer state each round."""
+    """E AdamW steps from the global adapters ``start``; fresh optimizer state each round.
+
+    ``trainable`` (one flag per LoRA tensor, None = all) is the method's say in training:
+    FFA-LoRA (Sun et al., ICLR 2024) keeps A frozen at its init. Frozen tensors get no gradient
+    and no optimizer state for the steps, and are trainable again afterwards.
+    """
     set_params(model, start)
     params = [p for _, p in lora_parameters(model)]
-    opt = torch.optim.AdamW(params, lr=lrs[0], weight_decay=weight_decay)
+    flags = trainable if trainable is not None else [True] * len(params)
+    frozen = [p for p, t in zip(params, flags, strict=True) if not t]
+    opt = torch.optim.AdamW([p for p, t in zip(params, flags, strict=True) if t], lr=lrs[0],
+                            weight_decay=weight_decay)
     losses = []
     model.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lrs[step]
-        take = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
-        loss = _loss(model, collate([data[i] for i in take], pad_id))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lrs[step]
+            take = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
+            loss = _loss(model, collate([data[i] for i in take], pad_id))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     return LocalResult(get_params(model), float(np.mean(losses)))
 
 

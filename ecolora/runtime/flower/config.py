@@ -18,6 +18,7 @@ from ecolora.config import RunConfig, parse_set
 from ecolora.errors import ConfigError
 
 RUNTIME_PREFIX = "flower."
+LOCAL_STATE_METHODS = ("fedsa-lora",)  # personalized B per client: simulation runtime only
 
 
 @dataclass(frozen=True)
@@ -87,4 +88,8 @@ def runtime_options(run_config: Mapping[str, Any]) -> FlowerOptions:
 
 def from_run_config(run_config: Mapping[str, Any]) -> tuple[RunConfig, FlowerOptions]:
     """The validated run configuration and runtime options of one Flower run."""
-    return RunConfig.from_dict(nest(run_config)), runtime_options(run_config)
+    cfg = RunConfig.from_dict(nest(run_config))
+    if cfg.method in LOCAL_STATE_METHODS:
+        raise ConfigError(f"method {cfg.method!r} keeps tensors on each client between rounds, "
+                          "which this runtime does not store yet; run it with `ecolora run`")
+    return cfg, runtime_options(run_config)

@@ -1,0 +1,98 @@
+"""Every method as a *variant* of the one ``Method``: compression overrides plus three switches.
+
+A variant never carries its own algorithm. It says (1) how it changes the user's compression
+knobs, (2) which LoRA tensor kinds are trained, (3) which are shared (uploaded, aggregated,
+broadcast) and so, by difference, which stay local on each client, and (4) how kept positions are
+written (Rice/Golomb through ``compress.wire``, or raw int32 through ``methods.rawpos``). So FedIT,
+the baselines and the EcoLoRA ablations all go through the same segmenting, top-k, error
+feedback, aggregation and framing code, and their byte counts compare like with like.
+
+Budget-matched densities: ``topk-ef`` and ``eco-no-ab`` have one density for A and B. They get the
+density that keeps the *same number of values per client per round* as ``ecolora`` under the
+same knobs (``uniform_density``), so that accuracy differences come from where the budget goes,
+not from a larger budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ecolora.compress.layout import AdapterLayout
+from ecolora.config import CompressConfig
+
+ALL_KINDS = ("A", "B", "other")
+Overrides = Callable[[CompressConfig, AdapterLayout], dict]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    uploads: str  # one line: what a client sends each round
+    source: str  # the paper the method comes from
+    overrides: Overrides = field(default=lambda cfg, layout: {})
+    positions: str = "rice"  # "rice" (Golomb-Rice, compress.wire) or "int32" (methods.rawpos)
+    train: tuple[str, ...] = ALL_KINDS  # tensor kinds updated by local training
+    share: tuple[str, ...] = ALL_KINDS  # kinds uploaded and aggregated; trained-only stay local
+
+
+def uniform_density(cfg: CompressConfig, layout: AdapterLayout) -> float:
+    """One density for every tensor that keeps as many entries as EcoLoRA's rho_a/rho_b split."""
+    n_a = sum(t.numel for t in layout.tensors if t.kind == "A")
+    n_b = layout.numel - n_a
+    return (cfg.rho_a * n_a + cfg.rho_b * n_b) / layout.numel
+
+
+_DENSE = dict(num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False,
+              sparsity_schedule="constant", compress_download=False)
+
+
+def _dense(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    return dict(_DENSE)
+
+
+def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S.
+    rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
+    return dict(num_segments=1, rho_a=rho, rho_b=rho, error_feedback=True,
+                sparsity_schedule="constant", topk_scope="per_tensor")
+
+
+def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    rho = uniform_density(cfg, layout)
+    schedule = "constant" if cfg.sparsity_schedule == "energy_split" else cfg.sparsity_schedule
+    return dict(rho_a=rho, rho_b=rho, sparsity_schedule=schedule)
+
+
+def _seg_only(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    return dict(rho_a=1.0, rho_b=1.0, error_feedback=False, sparsity_schedule="constant")
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("fedit", "the whole dense LoRA delta (A and B), values in value_dtype",
+            "Zhang et al. 2024, 'Towards Building the Federated GPT: Federated Instruction "
+            "Tuning' (ICASSP 2024); spec §3", _dense),
+    Variant("ffa-lora", "the dense delta of B only; A stays frozen at its shared random init",
+            "Sun et al. 2024, 'Improving LoRA in Privacy-preserving Federated Learning' "
+            "(ICLR 2024)", _dense, train=("B", "other"), share=("B", "other")),
+    Variant("fedsa-lora", "the dense delta of A only; each client keeps its own B (personalized, "
+            "evaluated per client)",
+            "Guo et al. 2025, 'Selective Aggregation for Low-Rank Adaptation in Federated "
+            "Learning' (ICLR 2025)", _dense, share=("A",)),
+    Variant("topk-ef", "uniform top-k of the whole delta plus residual, raw int32 positions, "
+            "budget-matched to ecolora",
+            "Stich et al. 2018, 'Sparsified SGD with Memory' (NeurIPS); Lin et al. 2018, "
+            "'Deep Gradient Compression' (ICLR)", _topk_ef, positions="int32"),
+    Variant("ecolora", "one round-robin segment, top-k at rho_a/rho_b with error feedback, "
+            "Golomb-Rice positions",
+            "Liu et al. 2025, 'EcoLoRA' (EMNLP 2025); spec §4-§7"),
+    Variant("eco-seg-only", "one round-robin segment, dense (no sparsification, no EF)",
+            "EcoLoRA ablation, spec §4 only", _seg_only),
+    Variant("eco-no-ab", "ecolora with one budget-matched density for A and B",
+            "EcoLoRA ablation of spec §5.2 (A/B-specific sparsity)", _no_ab),
+    Variant("eco-no-ef", "ecolora without the error-feedback residual",
+            "EcoLoRA ablation of spec §5.4",
+            lambda cfg, layout: dict(error_feedback=False)),
+    Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice",
+            "EcoLoRA ablation of spec §6", positions="int32"),
+]}
