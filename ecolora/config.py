@@ -168,8 +168,13 @@ class NetworkConfig:
     uplink_mbps: float = _knob(10.0, "client uplink, Mbit/s")
     downlink_mbps: float = _knob(50.0, "client downlink, Mbit/s")
     latency_ms: float = _knob(50.0, "one-way latency per message, ms")
+    transport: str = _knob(
+        "tcp", "transfer time: TCP framing + slow start after idle (measured, docs/compare.md), "
+        "or latency + bytes/bandwidth (spec §9)", ("tcp", "ideal"),
+    )
 
     def __post_init__(self) -> None:
+        _check_choices(self)
         _check_range("uplink_mbps", self.uplink_mbps, 0.0, 1e6, lo_open=True)
         _check_range("downlink_mbps", self.downlink_mbps, 0.0, 1e6, lo_open=True)
         _check_range("latency_ms", self.latency_ms, 0.0, 1e6)
