@@ -259,18 +259,27 @@ def test_non_string_value(tmp_path: Path, value: object, kind: str) -> None:
 
 
 def test_non_string_optional_value(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [{"instruction": "q", "response": "a", "context": 7}])
+    with pytest.raises(DataError, match=r"t\.jsonl:1: field 'context' must be a string"):
+        load_records(path)
+
+
+def test_integer_category_is_a_label_but_a_list_is_not(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "t.jsonl", [{"instruction": "q", "response": "a", "category": 7}])
-    with pytest.raises(DataError, match=r"t\.jsonl:1: field 'category' must be a string"):
+    assert load_records(path)[0]["category"] == "7"
+    path = write_jsonl(tmp_path / "u.jsonl", [{"instruction": "q", "response": "a",
+                                               "category": [1]}])
+    with pytest.raises(DataError, match=r"u\.jsonl:1: field 'category' must be a string or an"):
         load_records(path)
 
 
 def test_unrecognized_format_lists_accepted_keys(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "u.jsonl", [{"prompt": "p", "completion": "c"}])
+    path = write_jsonl(tmp_path / "u.jsonl", [{"text": "p", "label": "c"}])
     with pytest.raises(DataError) as exc:
         load_records(path)
     message = str(exc.value)
     assert_one_line(exc)
-    assert message.startswith(f"{path}:1: unrecognized dataset format (keys: completion, prompt)")
+    assert message.startswith(f"{path}:1: unrecognized dataset format (keys: label, text)")
     for expected in ("instruction, input, output", "instruction, context, response"):
         assert expected in message
     assert "question, answer" in message and "field mapping" in message
@@ -286,10 +295,10 @@ def test_empty_dataset(tmp_path: Path) -> None:
 def test_directory_and_unsupported_type(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is a directory"):
         load_records(tmp_path)
-    csv = tmp_path / "d.csv"
-    csv.write_text("instruction,response\n")
-    with pytest.raises(DataError, match="unsupported file type '.csv'"):
-        load_records(csv)
+    arrow = tmp_path / "d.arrow"
+    arrow.write_text("instruction,response\n")
+    with pytest.raises(DataError, match="unsupported file type '.arrow'"):
+        load_records(arrow)
 
 
 def test_invalid_utf8_names_line(tmp_path: Path) -> None:
@@ -334,10 +343,10 @@ def test_hub_rows_are_validated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     fake_datasets(monkeypatch, [{"question": "q", "answer": "a"}, {"question": "q"}])
     with pytest.raises(DataError, match=r"^owner/qa\[1\]: missing field 'answer'$"):
         load_records("owner/qa")
-    fake_datasets(monkeypatch, [{"prompt": "p"}])
+    fake_datasets(monkeypatch, [{"text": "p"}])
     with pytest.raises(DataError, match="unrecognized dataset format"):
         load_records("owner/qa")
-    assert load_records("owner/qa", fields={"instruction": "prompt", "response": "prompt"}) == [
+    assert load_records("owner/qa", fields={"instruction": "text", "response": "text"}) == [
         record("p", "", "p")
     ]
 

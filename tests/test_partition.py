@@ -122,7 +122,7 @@ def test_summary_counts() -> None:
 @given(
     categories=st.lists(st.sampled_from(["", "x", "y", "z"]), min_size=1, max_size=120),
     num_clients=st.integers(1, 12),
-    scheme=st.sampled_from(["iid", "dirichlet"]),
+    scheme=st.sampled_from(["iid", "dirichlet", "quantity"]),
     alpha=st.floats(0.05, 50.0),
     seed=st.integers(0, 2**32 - 1),
     min_per_client=st.integers(1, 4),
@@ -165,3 +165,58 @@ def test_real_dolly_dirichlet_over_10_clients() -> None:
     counts = np.array(summary["counts"], dtype=float)
     shares = counts / counts.sum(axis=1, keepdims=True)
     assert np.max(np.abs(shares - counts.sum(axis=0) / counts.sum())) > 0.1
+
+
+# --------------------------------------------------------------------------- new schemes
+
+
+def test_pathological_gives_each_client_its_categories() -> None:
+    pytest.importorskip("flwr_datasets")
+    categories = [f"c{i % 6}" for i in range(300)]
+    for per_client in (1, 2):
+        parts = partition_indices(categories, 6, scheme="pathological", seed=5,
+                                  categories_per_client=per_client)
+        summary = partition_summary(categories, parts)
+        held = [sum(1 for c in row if c) for row in summary["counts"]]
+        assert held == [per_client] * 6
+        # clients >= categories: the round-robin first category uses all of them, none is lost
+        assert_partition(parts, 300, 6, 1)
+        again = partition_indices(categories, 6, scheme="pathological", seed=5,
+                                  categories_per_client=per_client)
+        assert all(np.array_equal(x, y) for x, y in zip(parts, again, strict=True))
+
+
+def test_pathological_bad_arguments() -> None:
+    pytest.importorskip("flwr_datasets")
+    with pytest.raises(ConfigError, match=r"categories_per_client must be in \[1, 4\]"):
+        partition_indices(CATEGORIES, 2, scheme="pathological", categories_per_client=5)
+
+
+def test_quantity_skew_sizes_and_iid_content() -> None:
+    categories = [f"c{i % 4}" for i in range(2000)]
+    skewed = partition_indices(categories, 8, scheme="quantity", alpha=0.3, seed=1,
+                               min_per_client=5)
+    assert_partition(skewed, 2000, 8, 5)
+    flat = partition_indices(categories, 8, scheme="quantity", alpha=1000.0, seed=1)
+    sizes = [len(p) for p in skewed]
+    assert max(sizes) / min(sizes) > 5  # small alpha: very different sizes
+    assert max(len(p) for p in flat) / min(len(p) for p in flat) < 1.3
+    again = partition_indices(categories, 8, scheme="quantity", alpha=0.3, seed=1,
+                              min_per_client=5)
+    assert all(np.array_equal(x, y) for x, y in zip(skewed, again, strict=True))
+    big = max(skewed, key=len)
+    shares = np.bincount([int(categories[i][1]) for i in big], minlength=4) / len(big)
+    assert np.all(np.abs(shares - 0.25) < 0.1)  # content stays IID
+
+
+def test_summary_text_and_heatmap(tmp_path: Path) -> None:
+    from ecolora.data.partition import summary_text
+    from ecolora.report.partition import plot_partition
+
+    parts = partition_indices(CATEGORIES, 3, alpha=0.5, seed=0)
+    summary = partition_summary(CATEGORIES, parts)
+    text = summary_text(summary, "dirichlet")
+    assert text.splitlines()[0] == "partition dirichlet: 3 clients, 100/100 examples, 4 categories"
+    assert len(text.splitlines()) == 4
+    png = plot_partition(summary, tmp_path)
+    assert png.name == "partition.png" and png.read_bytes()[:4] == b"\x89PNG"
