@@ -7,7 +7,9 @@ import sys
 import typer
 
 from ecolora.cli import run as run_cmd
+from ecolora.cli.compare import compare
 from ecolora.cli.inspect import inspect
+from ecolora.cli.sweep import sweep
 from ecolora.config import knob_table
 from ecolora.errors import EcoloraError
 
@@ -18,6 +20,8 @@ app.command("run", epilog=run_cmd.knobs_help(), help="Run one federated fine-tun
     run_cmd.run
 )
 app.command("inspect")(inspect)
+app.command("compare")(compare)
+app.command("sweep")(sweep)
 
 
 @app.command("knobs")

@@ -49,6 +49,8 @@ def run(
     clients: Annotated[int | None, typer.Option(help="number of clients K")] = None,
     rounds: Annotated[int | None, typer.Option(help="federated rounds T")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for everything")] = None,
+    network: Annotated[str | None, typer.Option(help="link preset for the modeled time: lan | "
+                                                "wan | mobile (applied before --set)")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/METHOD-seedS)")]
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value; repeatable")]
@@ -60,10 +62,12 @@ def run(
 
     from ecolora.report.plots import plot_run
     from ecolora.report.results import summarize, write_json, write_jsonl
+    from ecolora.runtime.network import preset_sets
     from ecolora.runtime.setup import build
     from ecolora.runtime.sim import simulate
 
-    cfg = resolve_config(config, method, set_ or [], model=model, dataset=dataset,
+    sets = preset_sets(network) + (set_ or [])
+    cfg = resolve_config(config, method, sets, model=model, dataset=dataset,
                          eval_dataset=eval_dataset, clients=clients, rounds=rounds, seed=seed)
     start = time.perf_counter()
     setup = build(cfg)  # every input error is raised here, before OUT exists

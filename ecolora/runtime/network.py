@@ -55,6 +55,11 @@ def preset(name: str) -> dict[str, float]:
     return dict(PRESETS[name])
 
 
+def preset_sets(name: str | None) -> list[str]:
+    """``--network NAME`` as ``--set`` items, so later ``--set network.*`` still win."""
+    return [f"network.{k}={v}" for k, v in preset(name).items()] if name else []
+
+
 def wire_bytes(nbytes: int) -> int:
     """Bytes on the link for ``nbytes`` of TCP payload (headers of every segment included)."""
     return nbytes + math.ceil(nbytes / MSS) * HEADER

@@ -1,0 +1,147 @@
+"""`ecolora compare` and `ecolora sweep`: report math, end-to-end folders, parity, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecolora.config import NetworkConfig, RunConfig
+from ecolora.errors import ConfigError
+from ecolora.report.compare import aggregate, comm_under, download_notes
+from ecolora.runtime.batch import job_for, parse_label
+from ecolora.runtime.network import round_comm_s
+
+FAST = ["--rounds", "2", "--clients", "3", "--quiet", "--set", "eval_examples=16",
+        "--set", "train_examples=60", "--set", "eval_every=1", "--set", "local_steps=2"]
+
+
+def ecolora(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecolora.cli.main", *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+def _run(label, method, seed, acc, up, down, comp, comm):
+    row = {"label": label, "method": method, "seed": seed, "final_accuracy": acc,
+           "upload_bytes": up, "download_bytes": down, "total_bytes": up + down,
+           "compute_s": comp, "comm_s": comm, "total_s": comp + comm, "final_loss": 1.0,
+           "best_accuracy": acc}
+    row.update({f"comm_s_{p}": comm for p in ("lan", "wan", "mobile")})
+    return row
+
+
+def test_aggregate_means_std_and_ratios_to_fedit():
+    runs = [_run("fedit", "fedit", 0, 0.50, 1000, 2000, 10, 10),
+            _run("fedit", "fedit", 1, 0.60, 1000, 2000, 10, 30),
+            _run("ecolora", "ecolora", 0, 0.52, 100, 2000, 10, 5),
+            _run("ecolora", "ecolora", 1, 0.54, 100, 2000, 10, 5),
+            _run("ecolora+down", "ecolora", 0, 0.53, 100, 500, 10, 2)]
+    table = {r["label"]: r for r in aggregate(runs)}
+    assert list(table) == ["fedit", "ecolora", "ecolora+down"]
+    f, e = table["fedit"], table["ecolora"]
+    assert f["final_accuracy_mean"] == pytest.approx(0.55)
+    assert f["final_accuracy_std"] == pytest.approx(math.sqrt(0.005))  # sample std
+    assert e["upload_ratio"] == pytest.approx(0.1) and f["upload_ratio"] == 1.0
+    assert e["total_bytes_ratio"] == pytest.approx(2100 / 3000)
+    assert e["comm_reduction"] == pytest.approx(1 - 5 / 20)
+    assert e["total_time_reduction"] == pytest.approx(1 - 15 / 30)
+    assert e["accuracy_delta_vs_fedit"] == pytest.approx(-0.02)
+    assert table["ecolora+down"]["final_accuracy_std"] == 0.0  # one seed
+    notes = download_notes(list(table.values()))
+    assert len(notes) == 1 and "75.0% less" in notes[0]
+    no_base = aggregate([r for r in runs if r["label"] != "fedit"])
+    assert math.isnan(no_base[0]["upload_ratio"])
+
+
+def test_comm_under_reproduces_the_round_model():
+    rows = [{"upload_bytes_max": 20_000, "download_bytes_max": 350_000},
+            {"upload_bytes_max": 15_000, "download_bytes_max": 170_000}]
+    net = NetworkConfig(uplink_mbps=5, downlink_mbps=20, latency_ms=30)
+    want = round_comm_s([20_000, 9], [350_000], net) + round_comm_s([15_000], [170_000, 5], net)
+    assert comm_under(rows, net) == pytest.approx(want)
+    assert comm_under([{"upload_bytes": 1}], net) is None
+
+
+def test_labels_and_jobs():
+    assert parse_label("ecolora") == ("ecolora", {})
+    assert parse_label("topk-ef+down") == ("topk-ef", {"compress": {"compress_download": True}})
+    with pytest.raises(ConfigError, match="suffix"):
+        parse_label("ecolora+up")
+    job = job_for("ecolora+down", RunConfig(), 4, value=2, extra={"compress": {"num_segments": 4}})
+    assert job.cfg.method == "ecolora" and job.cfg.fed.seed == 4 and job.value == 2
+    assert job.cfg.compress.compress_download and job.cfg.compress.num_segments == 4
+
+
+def _csv(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_compare_end_to_end_and_parity_with_run(tiny_model_dir, alpaca_file, tmp_path):
+    out = tmp_path / "cmp"
+    res = ecolora("compare", "--methods", "fedit,ecolora", "--seeds", "2", "--network", "mobile",
+                  "--model", tiny_model_dir, "--dataset", alpaca_file, "--out", out, *FAST)
+    assert res.returncode == 0, res.stderr
+    for name in ("compare.md", "compare.csv", "runs.csv", "acc_vs_upload.png",
+                 "loss_vs_round.png", "time_breakdown.png"):
+        assert (out / name).stat().st_size > 200, name
+    table = {r["label"]: r for r in _csv(out / "compare.csv")}
+    assert list(table) == ["fedit", "ecolora", "ecolora+down"]  # --down adds the sparse broadcast
+    assert float(table["fedit"]["upload_ratio"]) == 1.0
+    assert float(table["ecolora"]["upload_ratio"]) < 0.5
+    down = {k: float(v["download_bytes"]) for k, v in table.items()}
+    assert down["ecolora+down"] < down["ecolora"]
+    assert table["fedit"]["seeds"] == "2"
+    md = (out / "compare.md").read_text()
+    assert "5/20 Mbit/s" in md and "compress_download" in md and "| ecolora |" in md
+    runs = _csv(out / "runs.csv")
+    assert {(r["label"], r["seed"]) for r in runs} == {
+        (m, s) for m in table for s in ("0", "1")}
+    # the shared setup must not leak between methods: a fresh `ecolora run` gives the same rows
+    single = tmp_path / "single"
+    res = ecolora("run", "--method", "ecolora", "--seed", "1", "--network", "mobile",
+                  "--model", tiny_model_dir, "--dataset", alpaca_file, "--out", single, *FAST)
+    assert res.returncode == 0, res.stderr
+
+    def rows(path: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(line).items() if k != "compute_s"}
+                for line in path.read_text().splitlines()]
+
+    assert rows(single / "metrics.jsonl") == rows(out / "runs" / "ecolora-seed1" / "metrics.jsonl")
+
+
+def test_sweep_end_to_end(tiny_model_dir, alpaca_file, tmp_path):
+    out = tmp_path / "sw"
+    res = ecolora("sweep", "--axis", "segments", "--values", "1,2", "--methods", "fedit,ecolora",
+                  "--seeds", "1", "--model", tiny_model_dir, "--dataset", alpaca_file,
+                  "--out", out, *FAST)
+    assert res.returncode == 0, res.stderr
+    assert (out / "sweep_segments.png").stat().st_size > 10_000
+    table = _csv(out / "sweep_segments.csv")
+    assert [(r["value"], r["label"]) for r in table] == [
+        ("1", "fedit"), ("1", "ecolora"), ("2", "fedit"), ("2", "ecolora")]
+    up = {(r["value"], r["label"]): float(r["upload_bytes"]) for r in table}
+    assert up[("1", "fedit")] == up[("2", "fedit")]  # FedIT ignores the segment knob
+    assert up[("2", "ecolora")] < 0.75 * up[("1", "ecolora")]
+    assert "| 2 | ecolora |" in (out / "sweep_segments.md").read_text()
+    assert (out / "runs" / "segments=2" / "ecolora-seed0" / "metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "--methods", "fedit,nope"], "unknown method 'nope'"),
+    (["compare", "--network", "satellite"], "unknown network preset"),
+    (["compare", "--seeds", "0"], "--seeds must be >= 1"),
+    (["compare", "--methods", "ecolora+up"], "suffix"),
+    (["sweep", "--axis", "bogus", "--values", "1"], "unknown sweep axis"),
+    (["sweep", "--axis", "clients", "--values", "0"], "`clients` must be >= 1"),
+])
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    res = ecolora(*args, "--out", tmp_path / "x", "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
