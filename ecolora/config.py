@@ -54,6 +54,12 @@ class ModelConfig:
     )
     max_seq_len: int = _knob(128, "truncate prompt+response to this many tokens")
     threads: int = _knob(0, "torch CPU threads; 0 = auto (1 below 50M parameters, else all)")
+    precision: str = _knob("fp32", "base model weights dtype (LoRA stays fp32)", ("fp32", "bf16"))
+    gradient_checkpointing: bool = _knob(False, "recompute activations in backward: less memory")
+    device: str = _knob(
+        "auto", "where the model runs; auto = CUDA when present", ("auto", "cpu", "cuda")
+    )
+    max_new_tokens: int = _knob(64, "generation length for answer extraction and samples")
 
     def __post_init__(self) -> None:
         if self.lora_r < 1:
@@ -62,6 +68,9 @@ class ModelConfig:
         _check_range("lora_dropout", self.lora_dropout, 0.0, 0.99)
         if self.max_seq_len < 8:
             raise ConfigError(f"`max_seq_len` must be >= 8, got {self.max_seq_len}")
+        _check_choices(self)
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,28 @@ class DataConfig:
     fields: dict = _knob({}, "explicit field mapping, e.g. {instruction='prompt', response='out'}")
     train_examples: int = _knob(4000, "examples generated (embedded) or kept (files; 0 = all)")
     eval_examples: int = _knob(400, "eval examples generated or held out")
-    partition: str = _knob("dirichlet", "how examples are split over clients", ("dirichlet", "iid"))
-    dirichlet_alpha: float = _knob(0.5, "Dirichlet concentration over categories (non-IID)")
+    partition: str = _knob(
+        "dirichlet", "how examples are split over clients: label skew over the category, "
+        "1-2 categories each, or size skew", ("dirichlet", "iid", "pathological", "quantity"),
+    )
+    dirichlet_alpha: float = _knob(0.5, "Dirichlet concentration over categories (non-IID), "
+                                   "or over client sizes for partition=quantity")
+    categories_per_client: int = _knob(2, "categories each client holds (partition=pathological)")
+    category_field: str = _knob("", "column used as the category; empty = the format's own")
+    answer_extract: str = _knob(
+        "auto", "exact match on: the whole response (teacher forced), the text after '####' "
+        "(GSM8K, generated), the last number; auto = gsm8k if references hold '####'",
+        ("auto", "exact", "gsm8k", "last_number"),
+    )
+    eval_samples: int = _knob(3, "generated eval samples written to samples.jsonl per eval")
 
     def __post_init__(self) -> None:
         _check_choices(self)
         _check_range("dirichlet_alpha", self.dirichlet_alpha, 0.0, 1e6, lo_open=True)
         if self.train_examples < 0 or self.eval_examples < 1:
             raise ConfigError("`train_examples` must be >= 0 and `eval_examples` >= 1")
+        if self.categories_per_client < 1 or self.eval_samples < 0:
+            raise ConfigError("`categories_per_client` must be >= 1 and `eval_samples` >= 0")
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,11 @@ class FedConfig:
     weight_decay: float = _knob(0.0, "AdamW weight decay")
     eval_every: int = _knob(5, "evaluate the global model every N rounds (and after the last)")
     seed: int = _knob(0, "seed for data, partition, LoRA init and batches")
+    objective: str = _knob("sft", "local objective: supervised fine-tuning or DPO on preference "
+                           "pairs (reference = base with adapters off)", ("sft", "dpo"))
+    dpo_beta: float = _knob(0.1, "DPO beta: strength of the pull toward the reference model")
+    checkpoint_every: int = _knob(5, "save server state every N rounds (and after the last); "
+                                  "0 = never; resume with `ecolora run --resume OUT`")
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -104,6 +132,9 @@ class FedConfig:
         _check_range("participation", self.participation, 0.0, 1.0, lo_open=True)
         _check_range("lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _check_range("dpo_beta", self.dpo_beta, 0.0, 1e3, lo_open=True)
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclass(frozen=True)

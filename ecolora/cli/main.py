@@ -33,7 +33,11 @@ def knobs() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into a returned 130
+        if isinstance(code, int) and code:
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            sys.exit(code)
     except EcoloraError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

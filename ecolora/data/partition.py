@@ -202,7 +202,7 @@ def _pathological(
         from flwr_datasets.partitioner import PathologicalPartitioner
     except ImportError:
         raise ConfigError("partition=pathological needs flwr-datasets "
-                          "(pip install 'ecolora[partition]')") from None
+                          "(pip install 'ecolora[data]')") from None
     table = datasets.Dataset.from_dict({"category": labels.tolist(),
                                         "index": np.arange(len(labels)).tolist()})
     partitioner = PathologicalPartitioner(

@@ -54,8 +54,11 @@ def read_local(path: Path) -> Rows:
 
 def _read_csv(path: Path, sep: str) -> Rows:
     """Every cell as a string (empty cells stay ""), so no column is silently turned numeric."""
-    import pandas as pd
-
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(f"{path}: reading CSV/TSV needs pandas (pip install 'ecolora[data]')"
+                        ) from None
     try:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -71,7 +74,8 @@ def _read_parquet(path: Path) -> Rows:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'ecolora[data]')"
+                        ) from None
     try:
         rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file

@@ -49,7 +49,7 @@ def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, 
     result = train_local(
         setup.model, start, setup.clients[client], cfg.local_steps, cfg.batch_size, lrs,
         cfg.weight_decay, setup.tokenizer.pad_token_id, client_rng(cfg.seed, client, round_),
-        trainable=method.trainable_mask,
+        trainable=method.trainable_mask, objective=setup.objective,
     )
     delta = [p - g for p, g in zip(result.params, start, strict=True)]
     upload = method.client_update(delta, residual, client, round_)

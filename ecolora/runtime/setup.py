@@ -6,16 +6,19 @@ run folder is created, so a failed start leaves nothing behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ecolora.compress.layout import AdapterLayout
 from ecolora.config import RunConfig
-from ecolora.data.partition import partition_indices
+from ecolora.data.partition import partition_indices, partition_summary
 from ecolora.methods import Method, build_method
 from ecolora.train.batches import Example, tokenize_records
+from ecolora.train.evaluate import resolve_extract
 from ecolora.train.model import configure_threads, layout_of, load_model
+from ecolora.train.objectives import Objective, make_objective
 
 
 @dataclass
@@ -30,6 +33,10 @@ class RunSetup:
     eval_data: list[Example]
     categories: list[list[str]]  # per client, the category of each example
     truncated: int
+    objective: Objective = field(default_factory=Objective)  # SFT or DPO (train/objectives.py)
+    answer_extract: str = "exact"  # data.answer_extract with 'auto' resolved
+    partition: dict = field(default_factory=dict)  # partition_summary: clients x categories
+    on_samples: Callable[[list[dict]], None] | None = None  # receives generated eval samples
 
 
 def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -42,11 +49,12 @@ def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     else:
         from ecolora.data.files import load_records
 
-        train = load_records(d.dataset, fields=d.fields or None)
+        train = load_records(d.dataset, fields=d.fields or None, category_field=d.category_field)
     if d.eval_dataset:
         from ecolora.data.files import load_records
 
-        evals = load_records(d.eval_dataset, fields=d.fields or None, limit=d.eval_examples)
+        evals = load_records(d.eval_dataset, fields=d.fields or None, limit=d.eval_examples,
+                             category_field=d.category_field)
     elif d.dataset == "embedded":
         from ecolora.data.embedded import make_records
 
@@ -65,17 +73,21 @@ def build(cfg: RunConfig) -> RunSetup:
     train, evals = load_data(cfg)
     cats = [r.get("category", "") for r in train]
     parts = partition_indices(cats, cfg.fed.clients, scheme=cfg.data.partition,
-                              alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed)
+                              alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed,
+                              categories_per_client=cfg.data.categories_per_client)
     model, tok = load_model(cfg.model, cfg.fed.seed)
     configure_threads(model, cfg.model.threads)
     layout = layout_of(model)
     method = build_method(cfg.method, cfg.compress, layout)
-    examples, truncated = tokenize_records(train, tok, cfg.model.max_seq_len)
-    eval_data, t_eval = tokenize_records(evals, tok, cfg.model.max_seq_len)
+    objective = make_objective(cfg.fed.objective, cfg.fed.dpo_beta)
+    examples, truncated = tokenize_records(train, tok, cfg.model.max_seq_len, objective.name)
+    eval_data, t_eval = tokenize_records(evals, tok, cfg.model.max_seq_len, objective.name)
     clients = [[examples[i] for i in idx] for idx in parts]
     sizes = np.array([len(c) for c in clients], dtype=np.float64)
     return RunSetup(
         cfg=cfg, model=model, tokenizer=tok, layout=layout, method=method, clients=clients,
         weights=list(sizes / sizes.sum()), eval_data=eval_data,
         categories=[[cats[i] for i in idx] for idx in parts], truncated=truncated + t_eval,
+        objective=objective, partition=partition_summary(cats, parts),
+        answer_extract=resolve_extract(cfg.data.answer_extract, [r["response"] for r in evals]),
     )

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ecolora.methods import ServerState
+from ecolora.runtime.checkpoint import SimState
+from ecolora.runtime.evaluation import emit_samples, eval_options, evaluate_global
 from ecolora.runtime.network import round_comm_s
 from ecolora.runtime.rounds import client_round, server_round
 from ecolora.runtime.setup import RunSetup
@@ -37,25 +39,32 @@ def evaluate_clients(setup: RunSetup, params: list[np.ndarray],
     """
     pad = setup.tokenizer.pad_token_id
     scores = [evaluate(setup.model, setup.method.client_start(params, local.get(k)),
-                       setup.eval_data, pad) for k in range(setup.cfg.fed.clients)]
+                       setup.eval_data, pad, **eval_options(setup))
+              for k in range(setup.cfg.fed.clients)]
     return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
 
-def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) -> dict:
-    """Run every round; returns {"rounds": [...], "initial": {...}, "params": final global}."""
+def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None,
+             resume: SimState | None = None,
+             on_checkpoint: Callable[[SimState], None] | None = None) -> dict:
+    """Run every round; returns {"rounds": [...], "initial": {...}, "params": final global}.
+
+    ``resume`` continues from a checkpoint's state; ``on_checkpoint`` sees the state after every
+    round (runtime/checkpoint.py decides when to save it).
+    """
     cfg = setup.cfg
     method = setup.method
-    pad = setup.tokenizer.pad_token_id
-    params = get_params(setup.model)
-    initial = evaluate(setup.model, params, setup.eval_data, pad)
+    if resume is None:
+        params = get_params(setup.model)
+        resume = SimState(0, params, evaluate_global(setup, params, 0))
+    params, initial, rows = resume.params, resume.initial, resume.rows
     full_state = len(method.encode_full_state(params, 0))
-    residuals: dict[int, list[np.ndarray] | None] = {}
-    local: dict[int, list[np.ndarray] | None] = {}  # tensors kept per client (FedSA-LoRA's B)
-    synced: dict[int, int] = {}  # client -> round whose global it holds
-    last_broadcast = 0
-    server = ServerState()
-    rows = []
-    for t in range(cfg.fed.rounds):
+    residuals = resume.residuals
+    local = resume.local  # tensors kept per client (FedSA-LoRA's B)
+    synced = resume.synced  # client -> round whose global it holds
+    last_broadcast = resume.last_broadcast
+    server: ServerState = resume.server
+    for t in range(resume.round, cfg.fed.rounds):
         sampled = sample_clients(cfg.fed.seed, t, cfg.fed.clients, cfg.fed.participation)
         down = [last_broadcast if synced.get(k) == t - 1 and t > 0 else full_state
                 for k in sampled]
@@ -87,9 +96,15 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None) ->
             "rejected": srv.rejected,
         }
         if (t + 1) % cfg.fed.eval_every == 0 or t + 1 == cfg.fed.rounds:
-            row.update(evaluate_clients(setup, params, local) if method.local
-                       else evaluate(setup.model, params, setup.eval_data, pad))
+            if method.local:
+                row.update(evaluate_clients(setup, params, local))
+                emit_samples(setup, params, t + 1)
+            else:
+                row.update(evaluate_global(setup, params, t + 1))
         rows.append(row)
         if on_round:
             on_round(row)
+        if on_checkpoint:
+            on_checkpoint(SimState(t + 1, params, initial, rows, residuals, local, synced,
+                                   last_broadcast, server))
     return {"rounds": rows, "initial": initial, "params": params}

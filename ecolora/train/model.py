@@ -2,6 +2,12 @@
 
 One base model is loaded once; clients differ only in the LoRA values loaded into it before they
 train (``set_params``), so memory per client is its adapters and residual, never a model copy.
+
+Any ``AutoModelForCausalLM`` works. LoRA targets are picked per architecture (``TARGETS``, keyed
+by ``config.model_type``): the attention and MLP projections under each family's own names
+(GPT-2's fused ``c_attn``, GPT-NeoX's ``query_key_value``, ...), so the adapter is the one the
+LoRA literature describes for that family and never touches the embeddings or the LM head. An
+unknown family falls back to peft's ``"all-linear"``; ``model.target_modules`` overrides both.
 """
 
 from __future__ import annotations
@@ -34,6 +40,38 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+_LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_NEOX_LIKE = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+TARGETS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma",
+                     "gemma2", "gemma3_text", "olmo", "olmo2", "granite", "smollm3"),
+                    _LLAMA_LIKE),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    **dict.fromkeys(("gpt_neox", "falcon", "bloom"), _NEOX_LIKE),
+    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    "gptj": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def target_modules(model_type: str, override: list[str] | None = None) -> list[str] | str:
+    """LoRA target module names for ``model_type``; the user's ``override`` wins."""
+    if override:
+        return list(override)
+    return list(TARGETS.get(model_type, ())) or "all-linear"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when this process can see a GPU, else CPU; 'cuda' without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("model.device=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
 def load_model(cfg: ModelConfig, seed: int):
     """(peft model, tokenizer) with LoRA attached; LoRA init is seeded by ``seed``."""
     from peft import LoraConfig, get_peft_model
@@ -48,8 +86,8 @@ def load_model(cfg: ModelConfig, seed: int):
     offline = not Path(path).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.precision])
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "hub name (no network?)" if offline else "folder"
         raise ModelError(
@@ -58,15 +96,20 @@ def load_model(cfg: ModelConfig, seed: int):
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
         raise ModelError(f"tokenizer of {cfg.name!r} has no EOS token")
-    targets = list(cfg.target_modules) or "all-linear"
+    targets = target_modules(base.config.model_type, cfg.target_modules)
+    if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs, no hook needed
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
     torch.manual_seed(seed)
     try:
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM",
+                          fan_in_fan_out=base.config.model_type == "gpt2")  # GPT-2's Conv1D
         model = get_peft_model(base, lora)
     except ValueError as exc:
         reason = str(exc).splitlines()[0]
         raise ModelError(f"cannot attach LoRA to {cfg.name!r}: {reason}") from None
+    model.to(resolve_device(cfg.device))
     model.train()
     return model, tokenizer
 

@@ -128,11 +128,11 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
     """Every round of one run on the connected SuperNodes; returns the summary."""
     from ecolora.methods import ServerState
     from ecolora.report.results import summarize, write_json, write_jsonl
+    from ecolora.runtime.evaluation import evaluate_global
     from ecolora.runtime.network import round_comm_s
     from ecolora.runtime.rounds import server_round
     from ecolora.runtime.setup import build
     from ecolora.runtime.sim import sample_clients
-    from ecolora.train.local import evaluate
     from ecolora.train.model import get_params
 
     start = time.perf_counter()
@@ -140,10 +140,10 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
     out = Path(opts.out_dir(cfg))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
-    method, pad = setup.method, setup.tokenizer.pad_token_id
+    method = setup.method
     nodes = join(grid, cfg, opts)
     params = get_params(setup.model)
-    initial = evaluate(setup.model, params, setup.eval_data, pad)
+    initial = evaluate_global(setup, params, 0)
     synced: dict[int, int] = {}  # client -> round whose global its node holds
     last_broadcast = b""
     server = ServerState()
@@ -195,7 +195,7 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
             "dropped": dropped,
         }
         if (t + 1) % cfg.fed.eval_every == 0 or t + 1 == cfg.fed.rounds:
-            row.update(evaluate(setup.model, params, setup.eval_data, pad))
+            row.update(evaluate_global(setup, params, t + 1))
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         write_jsonl(out / "metrics.jsonl", rows)
