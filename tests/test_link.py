@@ -119,6 +119,7 @@ def test_measured_matches_model_mobile_preset(link_support):
     msgs = payloads()
     with EmulatedLink(p["uplink_mbps"], p["downlink_mbps"], p["latency_ms"]) as link:
         rows = _measure(link, msgs, p["uplink_mbps"], p["downlink_mbps"], p["latency_ms"])
+    print(f"mobile preset, link mode {link.mode}: {_report(rows)}")  # shown by pytest -rP
     for name, _size, got, want in rows:
         assert abs(got - want) <= 0.10 * want, f"{name}: {_report(rows)} (mode {link.mode})"
 
@@ -129,5 +130,6 @@ def test_measured_matches_model_on_a_plain_veth_rate_limit(link_support):
     with EmulatedLink(5.0, 20.0, 0.0) as link:
         assert link.mode in ("netem", "tbf")
         rows = _measure(link, msgs, 5.0, 20.0, 0.0)
+    print(f"5/20 Mbit/s, no latency, link mode {link.mode}: {_report(rows)}")
     for name, _size, got, want in rows:
         assert abs(got - want) <= 0.10 * want, f"{name}: {_report(rows)}"
