@@ -87,7 +87,8 @@ def open_run_folder(out: Path, setup: RunSetup, resume: bool, quiet: bool) -> Ru
         typer.echo(f"no checkpoint in {out} yet: starting it again from round 0")
     write_json(out / "config.json", cfg.to_dict())
     write_json(out / "partition.json", setup.partition)
-    plot_partition(setup.partition, out, f"{cfg.data.partition} partition of {cfg.data.dataset}")
+    plot_partition(setup.partition, out,
+                   f"{cfg.data.partition} partition of {Path(cfg.data.dataset).name}")
     setup.on_samples = folder.write_samples
     if not quiet:
         typer.echo(summary_text(setup.partition, cfg.data.partition))

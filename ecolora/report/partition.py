@@ -19,7 +19,7 @@ def plot_partition(summary: dict[str, Any], out: Path, title: str = "") -> Path:
     counts = np.array(summary["counts"], dtype=float).reshape(len(summary["counts"]), -1)
     names = [n or "(none)" for n in summary["categories"]]
     k, c = counts.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.7 * c), max(3.0, 1.0 + 0.35 * k)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.7 * c), max(3.0, 1.2 + 0.35 * k)))
     image = ax.imshow(counts, aspect="auto", cmap="viridis")
     ax.set_xticks(range(c), names, rotation=45, ha="right")
     ax.set_yticks(range(k), [str(i) for i in range(k)])
@@ -32,7 +32,7 @@ def plot_partition(summary: dict[str, Any], out: Path, title: str = "") -> Path:
                 ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                         color="white" if counts[i, j] < 0.6 * top else "black")
     fig.colorbar(image, ax=ax, label="examples")
-    ax.set_title(title or "examples per client and category")
+    ax.set_title(title or "examples per client and category", fontsize=9)
     fig.tight_layout()
     path = out / "partition.png"
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100), mode="wb")

@@ -108,7 +108,8 @@ def _evaluate_pairs(model, data: list[PairExample], pad_id: int, objective: Obje
                     batch_size: int) -> dict[str, float]:
     losses, margins, chosen, rejected = [], [], [], []
     for i in range(0, len(data), batch_size):
-        stats = objective.dpo_stats(model, data[i : i + batch_size], pad_id)
+        stats = objective.dpo_stats(model, data[i : i + batch_size], pad_id,
+                                    batched_reference=True)
         losses += stats["loss"].tolist()
         margins += stats["margin"].tolist()
         chosen += stats["chosen"].tolist()

@@ -8,7 +8,10 @@ DPO's reference model is the frozen base, i.e. the same peft model with its adap
 (``model.disable_adapter()``): no second model copy in memory. Because the base never changes,
 the reference log-probabilities of a pair are computed once and cached on the pair. Each pair is
 scored alone (batch of its two sequences), so the cached value does not depend on which batch
-first needed it: a resumed run gets bit-identical references.
+first needed it: a resumed run gets bit-identical references. Evaluation batches are fixed, so
+there the reference is scored in the eval batch itself (``batched=True``): with the adapters at
+their zero init, policy and reference are then the same computation and every margin is exactly
+0, so the base model's preference accuracy is a clean 0 (ties are not wins), not float noise.
 """
 
 from __future__ import annotations
@@ -44,18 +47,25 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_logps(model, pairs: list[PairExample], pad_id: int) -> torch.Tensor:
-    """(B, 2) base-model log p(chosen), log p(rejected); cached on each pair."""
+def reference_logps(model, pairs: list[PairExample], pad_id: int,
+                    batched: bool = False) -> torch.Tensor:
+    """(B, 2) base-model log p(chosen), log p(rejected); cached on each pair.
+
+    Each missing pair is scored alone, or with ``batched`` the whole list in one batch.
+    """
     device = _device(model)
     missing = [p for p in pairs if p.ref_logps is None]
     if missing:
+        groups = [pairs] if batched else [[p] for p in missing]
         was_training = model.training
         model.eval()
         try:
             with model.disable_adapter():
-                for p in missing:
-                    out = sequence_logps(model, to_device(collate_pairs([p], pad_id), device))
-                    p.ref_logps = (float(out[0]), float(out[1]))
+                for group in groups:
+                    out = sequence_logps(model, to_device(collate_pairs(group, pad_id), device))
+                    n = len(group)
+                    for i, p in enumerate(group):
+                        p.ref_logps = (float(out[i]), float(out[n + i]))
         finally:
             model.train(was_training)
     return torch.tensor([p.ref_logps for p in pairs], dtype=torch.float32, device=device)
@@ -73,9 +83,10 @@ class Objective:
             return self.dpo_stats(model, examples, pad_id)["loss"].mean()
         return sft_loss(model, examples, pad_id)
 
-    def dpo_stats(self, model, pairs: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    def dpo_stats(self, model, pairs: list[PairExample], pad_id: int,
+                  batched_reference: bool = False) -> dict[str, torch.Tensor]:
         """Per pair: DPO loss and implicit rewards beta * (log pi - log pi_ref)."""
-        ref = reference_logps(model, pairs, pad_id)
+        ref = reference_logps(model, pairs, pad_id, batched_reference)
         policy = sequence_logps(model, to_device(collate_pairs(pairs, pad_id), _device(model)))
         n = len(pairs)
         chosen = self.beta * (policy[:n] - ref[:, 0])
