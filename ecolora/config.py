@@ -170,8 +170,10 @@ class CompressConfig:
     )
     value_dtype: str = _knob("fp16", "dtype of sent values [INF §6, Q4]", ("fp16", "bf16", "fp32"))
     normalize: str = _knob(
-        "uploaders_weight", "segment mean over its uploaders or all sampled clients [INF §4.4]",
-        ("uploaders_weight", "all_sampled_weight"),
+        "uploaders_weight",
+        "mean over a segment's uploaders, over all sampled clients, or per entry over the "
+        "clients that sent that entry [INF §4.4]",
+        ("uploaders_weight", "all_sampled_weight", "senders_weight"),
     )
     server_lr: float = _knob(1.0, "server step: global += server_lr * aggregated delta")
     compress_download: bool = _knob(False, "sparsify the broadcast global delta [INF Q6]")

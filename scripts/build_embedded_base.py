@@ -4,8 +4,8 @@ Deterministic (fixed seeds, CPU, 2 threads). Writes ``ecolora/assets/embedded_ba
 tokenizer files + ``config.json`` + ``model.safetensors`` (float16).
 
 The model is pretrained on a GENERATED corpus of plain statements that carry the skills and
-facts of the embedded task (see :mod:`ecolora.data.embedded`): made-up country facts,
-addition/subtraction, first/last letters, upper-casing and counting letters, each in several
+facts of the embedded task (see :mod:`ecolora.data.embedded`): made-up country facts, digit
+addition/subtraction, alphabet order, number words and counting letters, each in several
 surface forms, including the instruction phrasings answered in prose ("... The answer is X.").
 The corpus never uses the ``Q: ...\\nA: `` prompt format, and every statement ends with a full
 stop (EOS only follows a full stop at the end of a document), so the base knows the skills but
@@ -36,6 +36,8 @@ from ecolora.data.embedded import (  # noqa: E402
     ARITH_MAX,
     EMBEDDED_BASE_DIR,
     FACTS,
+    LETTERS,
+    NUMBER_WORDS,
     make_records,
     random_word,
 )
@@ -113,27 +115,30 @@ def _arith_statement(rng: random.Random) -> str:
     ))
 
 
-def _letter_statement(rng: random.Random) -> str:
-    w = random_word(rng, 3, 7)
-    f, la = w[0], w[-1]
+def _alphabet_statement(rng: random.Random) -> str:
+    i = rng.randrange(25)
+    a, b = LETTERS[i], LETTERS[i + 1]
     return rng.choice((
-        f"The word {w} starts with {f} and ends with {la}.",
-        f"The first letter of {w} is {f}.",
-        f"The last letter of {w} is {la}.",
-        f"The word\n{w}\nbegins with the letter {f}.",
-        f"The word\n{w}\nfinishes with the letter {la}.",
+        f"After {a} comes {b}.",
+        f"The letter after {a} is {b}.",
+        f"Before {b} comes {a}.",
+        f"The letter before {b} is {a}.",
+        f"In the alphabet, {a} is followed by {b}.",
+        f"The letter\n{a}\nis followed by {b}.",
+        f"The letter\n{b}\ncomes right after {a}.",
     ))
 
 
-def _upper_statement(rng: random.Random) -> str:
-    w = random_word(rng, 3, 6)
-    u = w.upper()
+def _numbers_statement(rng: random.Random) -> str:
+    k = rng.randrange(len(NUMBER_WORDS))
+    w = NUMBER_WORDS[k]
     return rng.choice((
-        f"In capitals, {w} is {u}.",
-        f"The word {w} in big letters is {u}.",
-        f"upper({w}) = {u}.",
-        f"{w} written in capital letters is {u}.",
-        f"In upper case the word\n{w}\nbecomes {u}.",
+        f"The number {k} is spelled {w}.",
+        f"{w} is written {k}.",
+        f"{k} in words is {w}.",
+        f"The word {w} means {k}.",
+        f"The word\n{w}\nstands for the number {k}.",
+        f"The number\n{k}\nis called {w}.",
     ))
 
 
@@ -161,9 +166,8 @@ def _question_statement(rng: random.Random) -> str:
     return f"{r['instruction']} The answer is {r['response']}."
 
 
-# The hardest skill (arithmetic) gets more of the corpus.
-_STATEMENTS = (_fact_statement, _arith_statement, _arith_statement, _letter_statement,
-               _upper_statement, _count_statement, _question_statement)
+_STATEMENTS = (_fact_statement, _arith_statement, _alphabet_statement, _numbers_statement,
+               _count_statement, _question_statement)
 
 
 def make_document(rng: random.Random, max_chars: int) -> str:
@@ -226,11 +230,15 @@ def make_config(vocab_size: int, hidden: int, layers: int, heads: int, inter: in
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=EMBEDDED_BASE_DIR)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=4000,
+                    help="length of the warmup + cosine lr schedule")
+    ap.add_argument("--stop-at", type=int, default=2500,
+                    help="stop after this many steps of that schedule (the shipped base stops at "
+                         "2500 of 4000: later steps barely lowered the loss on 2 CPU cores)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--hidden", type=int, default=192)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--inter", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
@@ -279,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(ck["torch_rng"])
         start, ema = ck["step"], ck["ema"]
         print(f"resumed from {args.ckpt} at step {start}", flush=True)
-    for step in range(start, args.steps):
+    end = min(args.steps, args.stop_at)
+    for step in range(start, end):
         if args.ckpt is not None and step % 100 == 0 and step > start:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
@@ -294,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % 100 == 0 or step == args.steps - 1:
+        if step % 100 == 0 or step == end - 1:
             print(f"step {step:5d}  loss {ema:.4f}  lr {lr_at(step):.2e}  "
                   f"{time.time() - t0:6.0f}s", flush=True)
 

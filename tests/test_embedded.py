@@ -38,14 +38,50 @@ def test_sequences_are_short():
         assert len(format_prompt(r["instruction"], r["context"]) + r["response"]) <= 100
 
 
-def test_train_and_eval_mostly_distinct():
+def test_train_and_eval_mostly_distinct_where_space_allows():
+    # Only ``count`` draws from a large space (random strings); the other categories use small
+    # fixed tables that train and eval necessarily share.
     train = make_records(2000, 0)
-    ev = make_records(200, 10_000)
+    ev = make_records(500, 10_000)
     key = lambda r: (r["instruction"], r["context"])  # noqa: E731
-    non_lookup = [r for r in ev if r["category"] != "lookup"]
     seen = {key(r) for r in train}
-    overlap = sum(key(r) in seen for r in non_lookup)
-    assert overlap <= 0.2 * len(non_lookup)
+    counts = [r for r in ev if r["category"] == "count"]
+    assert counts
+    assert sum(key(r) in seen for r in counts) <= 0.2 * len(counts)
+
+
+def test_responses_are_correct():
+    import re
+
+    from ecolora.data.embedded import FACTS, LETTERS, NUMBER_WORDS
+
+    by_country = {f["country"]: f for f in FACTS}
+    for r in make_records(500, 1):
+        cat, resp = r["category"], r["response"]
+        text = f"{r['instruction']} {r['context']}"
+        words = re.findall(r"[A-Za-z]+|\d+", text)
+        if cat == "count":
+            word = r["context"] or words[-1]
+            assert resp == str(len(word))
+        elif cat == "lookup":
+            (country,) = [w for w in words if w in by_country]
+            key = "capital" if "capital" in text else "language"
+            assert resp == by_country[country][key]
+        elif cat == "numbers":
+            operand = r["context"] or words[1]  # "Write seven as digits."
+            if operand.isdigit():
+                assert resp == NUMBER_WORDS[int(operand)]
+            else:
+                assert resp == str(NUMBER_WORDS.index(operand))
+        elif cat == "alphabet":
+            letter = r["context"] or words[-1]
+            step = 1 if ("after" in text or "next" in text) else -1
+            assert resp == LETTERS[LETTERS.index(letter) + step]
+        elif cat == "arithmetic":
+            a, b = (int(w) for w in words if w.isdigit())
+            assert int(resp) == (a + b if ("plus" in text or "Add" in text) else a - b)
+        else:
+            raise AssertionError(f"unknown category {cat}")
 
 
 def test_asset_size_under_10mb():
@@ -100,3 +136,22 @@ def test_model_loads_and_runs(tokenizer):
         logits = model(input_ids=ids).logits
     assert logits.shape == (1, ids.shape[1], model.config.vocab_size)
     assert torch.isfinite(logits).all()
+
+
+def test_base_scores_below_10_percent_but_knows_the_skills():
+    """Calibration (issue 3): the base fails the prompt format, yet has the facts in prose."""
+    from ecolora.config import RunConfig
+    from ecolora.runtime.setup import build
+    from ecolora.train.local import evaluate
+    from ecolora.train.model import get_params
+
+    setup = build(RunConfig())
+    params = get_params(setup.model)
+    acc = evaluate(setup.model, params, setup.eval_data, setup.tokenizer.pad_token_id)
+    assert acc["eval_accuracy"] < 0.10
+    tok, model = setup.tokenizer, setup.model
+    with model.disable_adapter(), torch.no_grad():
+        ids = tok("The letter after c is ", add_special_tokens=False,
+                  return_tensors="pt")["input_ids"]
+        nxt = model(input_ids=ids).logits[0, -1].argmax().item()
+    assert tok.decode([nxt]) == "d"

@@ -76,6 +76,22 @@ def test_segment_mean_over_its_uploaders():
             np.testing.assert_allclose(res.params[p.tensor], want, rtol=1e-5)
 
 
+def test_senders_weight_is_mean_over_the_clients_that_sent_each_entry():
+    from ecolora.compress.segments import Piece
+    from ecolora.methods.aggregate import aggregate_segments
+
+    piece = Piece(tensor=0, start=0, stop=4)
+    ups = [  # client a sends entries 0,1; client b sends entries 1,2; entry 3 nobody
+        (0, 0.25, [(piece, np.array([0, 1]), np.array([4.0, 8.0], np.float32))]),
+        (0, 0.75, [(piece, np.array([1, 2]), np.array([4.0, 2.0], np.float32))]),
+    ]
+    got = aggregate_segments(ups, [[piece]], [4], "senders_weight")[0]
+    np.testing.assert_allclose(got, [4.0, 0.25 * 8 + 0.75 * 4, 2.0, 0.0])
+    # the default divides by both uploaders' weight: unsent entries count as zero
+    got = aggregate_segments(ups, [[piece]], [4], "uploaders_weight")[0]
+    np.testing.assert_allclose(got, [1.0, 5.0, 1.5, 0.0])
+
+
 def test_error_feedback_loses_nothing():
     """Sum of what was sent over rounds + final residual == sum of local deltas (fp32 values)."""
     cfg = CompressConfig(num_segments=2, rho_a=0.1, rho_b=0.3, value_dtype="fp32",

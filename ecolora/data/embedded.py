@@ -8,13 +8,13 @@ are made for each other so that federated LoRA fine-tuning on a laptop CPU shows
 curve within the default budget:
 
 * The base model was pretrained on a generated *corpus* of plain statements that teach it the
-  underlying **skills and facts**: "The capital of Zorbia is Quelt.", "12 plus 7 is 19.",
-  "The word abcd starts with a and ends with d.", "In capitals, hello is HELLO.", "The word
-  hello has 5 letters." and so on, in several surface forms, some with the operand on its own
-  line (like a record's context), and also the instruction phrasings answered in prose
-  ("What is 3 plus 4? The answer is 7."). It never saw the ``Q: ...\\nA: `` prompt format
-  (see :mod:`ecolora.data.prompt`), nor an answer that is followed directly by EOS (every
-  corpus statement ends with a full stop; EOS only ends a document).
+  underlying **skills and facts**: "The capital of Zorbia is Quelt.", "3 plus 4 is 7.",
+  "The letter after c is d.", "The number 7 is spelled seven.", "The word hello has 5
+  letters." and so on, in several surface forms, some with the operand on its own line (like
+  a record's context), and also the instruction phrasings answered in prose ("Which letter
+  comes after c? The answer is d."). It never saw the ``Q: ...\\nA: `` prompt format (see
+  :mod:`ecolora.data.prompt`), nor an answer that is followed directly by EOS (every corpus
+  statement ends with a full stop; EOS only ends a document).
 * Therefore the base scores (close to) zero exact match on these records: after ``A:`` it does
   not know that it must answer at once, answer *only* and stop with EOS. LoRA has to learn
   that mapping from the prompt format onto the skills the base already has, and to make the
@@ -25,17 +25,24 @@ curve within the default budget:
 Categories (answers are short and scored by exact match):
 
 ``lookup``      facts about made-up countries from a fixed table (``FACTS``, seed 1234):
-                capital and language. Train and eval necessarily share the table.
-``arithmetic``  addition and subtraction of numbers in 0..19 (results >= 0).
-``letter``      the first or the last letter of a random lowercase string of 3-7 letters.
-``uppercase``   write a random lowercase string of 3-6 letters in capitals.
-``count``       number of letters of a random lowercase string of 2-9 letters.
+                capital and language.
+``arithmetic``  addition and subtraction of digits 0..9 (results >= 0).
+``alphabet``    the letter after / before a given letter.
+``numbers``     number words <-> digits for 0..20.
+``count``       the number of letters of a random lowercase string of 2-9 letters.
+
+Why mostly memorised skills: a few-million-parameter character-level model pretrained for a
+quarter of an hour on 2 CPU cores reliably learns facts and counting, but not copying or
+reversing arbitrary strings or two-digit arithmetic (tried: the base stayed near zero on
+those and LoRA could not get them close to the calibration target), so the categories are
+the skills it does learn.
 
 Records for a given ``(n, seed)`` are deterministic; categories are balanced (round robin over
-a seeded shuffle). Random strings come from a huge space, so train (``seed``) and eval
-(``seed + 10_000``) rarely overlap, except for ``lookup`` (the shared fact table) and
-``arithmetic`` (only 20 x 20 operand pairs per operation: there the base must already know the
-sums, LoRA only has to route the question to them).
+a seeded shuffle). ``count`` uses random strings from a huge space, so its train (``seed``)
+and eval (``seed + 10_000``) records rarely overlap; the other categories draw from small
+fixed tables (40 countries x 2 facts, 155 digit sums/differences, 50 alphabet neighbours,
+42 number conversions, each in two phrasings), so train and eval necessarily share them: there
+the base already knows the answers and LoRA has to route the new prompt format to them.
 """
 
 from __future__ import annotations
@@ -45,13 +52,19 @@ from pathlib import Path
 
 EMBEDDED_BASE_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "embedded_base"
 
-CATEGORIES: tuple[str, ...] = ("lookup", "arithmetic", "letter", "uppercase", "count")
+CATEGORIES: tuple[str, ...] = ("lookup", "arithmetic", "alphabet", "numbers", "count")
 
 FACT_SEED = 1234
 N_COUNTRIES = 40
-ARITH_MAX = 19  # operands in 0..ARITH_MAX
+ARITH_MAX = 9  # operands in 0..ARITH_MAX
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+#: Number words 0..20 (the ``numbers`` category).
+NUMBER_WORDS: tuple[str, ...] = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty",
+)
 _CONS = "bcdfghklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -123,27 +136,33 @@ def _arithmetic(rng: random.Random) -> dict[str, str]:
             "context": f"{a} and {b}", "response": str(a - b)}
 
 
-def _letter(rng: random.Random) -> dict[str, str]:
-    w = random_word(rng, 3, 7)
+def _alphabet(rng: random.Random) -> dict[str, str]:
+    i = rng.randrange(25)
+    if rng.random() < 0.5:
+        c, ans = LETTERS[i], LETTERS[i + 1]
+        if rng.random() < 0.5:
+            return {"instruction": f"Which letter comes after {c}?", "context": "",
+                    "response": ans}
+        return {"instruction": "Give the next letter of the alphabet.", "context": c,
+                "response": ans}
+    c, ans = LETTERS[i + 1], LETTERS[i]
+    if rng.random() < 0.5:
+        return {"instruction": f"Which letter comes before {c}?", "context": "", "response": ans}
+    return {"instruction": "Give the previous letter of the alphabet.", "context": c,
+            "response": ans}
+
+
+def _numbers(rng: random.Random) -> dict[str, str]:
+    k = rng.randrange(len(NUMBER_WORDS))
+    w = NUMBER_WORDS[k]
     if rng.random() < 0.5:
         if rng.random() < 0.5:
-            return {"instruction": f"What is the first letter of {w}?", "context": "",
-                    "response": w[0]}
-        return {"instruction": "Give the first letter of this word.", "context": w,
-                "response": w[0]}
+            return {"instruction": f"Write {w} as digits.", "context": "", "response": str(k)}
+        return {"instruction": "Convert this number word to digits.", "context": w,
+                "response": str(k)}
     if rng.random() < 0.5:
-        return {"instruction": f"What is the last letter of {w}?", "context": "",
-                "response": w[-1]}
-    return {"instruction": "Give the last letter of this word.", "context": w, "response": w[-1]}
-
-
-def _uppercase(rng: random.Random) -> dict[str, str]:
-    w = random_word(rng, 3, 6)
-    if rng.random() < 0.5:
-        return {"instruction": f"Write {w} in capital letters.", "context": "",
-                "response": w.upper()}
-    return {"instruction": "Convert this word to upper case.", "context": w,
-            "response": w.upper()}
+        return {"instruction": f"Write {k} in words.", "context": "", "response": w}
+    return {"instruction": "Spell this number in words.", "context": str(k), "response": w}
 
 
 def _count(rng: random.Random) -> dict[str, str]:
@@ -158,8 +177,8 @@ def _count(rng: random.Random) -> dict[str, str]:
 _MAKERS = {
     "lookup": _lookup,
     "arithmetic": _arithmetic,
-    "letter": _letter,
-    "uppercase": _uppercase,
+    "alphabet": _alphabet,
+    "numbers": _numbers,
     "count": _count,
 }
 

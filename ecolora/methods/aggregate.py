@@ -22,8 +22,15 @@ def aggregate_segments(
     clients that uploaded s (``normalize='all_sampled_weight'`` divides by the weight of every
     sampled client instead). A segment nobody uploaded gets a zero delta, so it keeps the
     previous global value. Entries a client did not keep count as zero in its delta.
+
+    ``normalize='senders_weight'`` divides each entry by the weight of the clients that actually
+    sent it, so an entry kept by one of five uploaders is not shrunk five-fold by top-k: the
+    mean of what was sent rather than of sent-or-zero (the server step for partially covered
+    segments that spec §4.4 leaves open).
     """
     total = [np.zeros(n, dtype=np.float64) for n in shapes]
+    per_entry = normalize == "senders_weight"
+    senders = [np.zeros(n, dtype=np.float64) for n in shapes] if per_entry else []
     seg_weight = [0.0] * len(segments)
     for seg, weight, records in updates:
         seg_weight[seg] += weight
@@ -33,6 +40,16 @@ def aggregate_segments(
                 view += weight * vals
             else:
                 view[idx] += weight * vals
+            if per_entry:
+                got = senders[piece.tensor][piece.start : piece.stop]
+                if idx is None:
+                    got += weight
+                else:
+                    got[idx] += weight
+    if per_entry:
+        for t, w in zip(total, senders, strict=True):
+            np.divide(t, w, out=t, where=w > 0)
+        return [t.astype(np.float32) for t in total]
     sampled = sum(w for _, w, _ in updates)
     for seg, pieces in enumerate(segments):
         denom = seg_weight[seg] if normalize == "uploaders_weight" else sampled
