@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecolora.compress import bitpack, golomb, wire
+from ecolora.compress import bitpack, golomb, golomb_search, wire
 from ecolora.errors import CorruptPayloadError
 
 RULES = ["rice_kiely_floor", "rice_ceil", "empirical_best"]
@@ -86,15 +86,17 @@ def test_values_fp32_exact_and_bf16_rounding():
 
 def _v2_position_bits(tensors: list[tuple[int, np.ndarray]]) -> tuple[int, int]:
     """(position stream bits, + the sparse-only header varints) of a v2 payload."""
+    ns = [n for n, _ in tensors]
+    gaps, ks = golomb.gaps_of_many([idx for _, idx in tensors])
+    ms = golomb_search.choose_golombs(ns, gaps, ks, "empirical_best")
     head = bytearray()
-    groups = []
-    for n, idx in tensors:
-        m = golomb.choose_golomb(n, idx, "empirical_best")
-        bitpack.put_varint(head, idx.size + 1)
-        bitpack.put_varint(head, bitpack.zigzag(m - golomb.golomb_reference(n, idx.size)))
-        groups.append((idx, m))
-    unary, rem = golomb.encode_sections(groups)
+    for n, k, m in zip(ns, ks.tolist(), ms, strict=True):
+        bitpack.put_varint(head, k + 1)
+        bitpack.put_varint(head, bitpack.zigzag(m - golomb.golomb_reference(n, k)))
+    unary, rem = golomb.encode_sections(gaps, ks, ms)
     bitpack.put_varint(head, len(unary))
+    assert all(np.array_equal(a, idx) for a, (_, idx) in zip(golomb.decode_sections(
+        unary, rem, list(zip(ns, ks.tolist(), ms, strict=True))), tensors, strict=True))
     return 8 * (len(unary) + len(rem)), 8 * (len(unary) + len(rem) + len(head))
 
 
@@ -133,10 +135,10 @@ def test_golomb_search_never_worse_than_v1_rice(n, seed, p):
     k = max(1, min(n, round(p * n)))
     idx = np.sort(rng.choice(n, size=k, replace=False))
     gaps = golomb.gaps_of(idx)
-    m = golomb.choose_golomb(n, idx, "empirical_best")
+    m = golomb_search.choose_golomb(n, idx, "empirical_best")
     b = golomb.choose_parameter(n, idx, "empirical_best")
     assert 1 <= m <= n
-    assert golomb.golomb_costs(gaps, np.array([m]))[0] <= golomb.coded_bits(gaps, b)
+    assert golomb_search.golomb_costs(gaps, np.array([m]))[0] <= golomb.coded_bits(gaps, b)
 
 
 @settings(max_examples=200, deadline=None)
@@ -145,7 +147,7 @@ def test_golomb_search_never_worse_than_v1_rice(n, seed, p):
 def test_golomb_costs_match_the_streams(gaps, ms):
     """The cost model the search minimises is exactly what the encoder writes."""
     gaps = np.array(gaps, dtype=np.int64)
-    costs = golomb.golomb_costs(gaps, np.array(ms))
+    costs = golomb_search.golomb_costs(gaps, np.array(ms))
     for m, cost in zip(ms, costs, strict=True):
         q, bits = golomb.golomb_split(gaps, m)
         assert cost == int(q.sum()) + q.size + bits.size
@@ -188,7 +190,8 @@ def _v2_payload() -> bytes:
     28-29 remainders (9 bits); 30-37 values; 38-41 crc."""
     idx = np.array([2, 5, 11, 40], dtype=np.int64)
     rec = wire.Record(0, 0, 64, np.array([0.5, -1, 2, 3], np.float32), idx)
-    buf = wire.encode(wire.Payload(wire.KIND_UPDATE, 1, 0, "fp16", [rec]), params=[5])
+    buf = wire.encode(wire.Payload(wire.KIND_UPDATE, 1, 0, "fp16", [rec]), params=[5],
+                      compress_values=False)
     assert buf[20:26] == bytes([0, 0, 64, 5, 9, 2]) and len(buf) == 42
     return buf
 
@@ -254,6 +257,40 @@ def test_hostile_v2_payloads_raise_named_error(mutate, field):
     assert "\n" not in str(err.value)
 
 
+def _deflate_payload() -> bytes:
+    """Header 20 | tensor 3, start 0, n 1000, kk 65, m | unary_nbytes | values_nbytes | unary |
+    remainders | DEFLATE of the 64 high bytes | the 64 low bytes | crc."""
+    buf = wire.encode(GOLDEN_V2_DEFLATE[0][1], params=[10])
+    assert buf[7] == wire.VALUES_DEFLATE and buf[20:25] == bytes([3, 0, 0xE8, 7, 65])
+    return buf
+
+
+def test_deflate_values_are_bounded_and_checked():
+    buf = _deflate_payload()
+    _, vn_at = bitpack.get_varint(buf, 26, len(buf), "u", 1 << 20)
+    packed, _ = bitpack.get_varint(buf, vn_at, len(buf), "v", 1 << 20)
+    assert 64 <= 8 * packed and packed < 64  # the rule: smaller, but at most 8x smaller
+    last = len(buf) - 4 - 64 - 1  # last byte of the DEFLATE stream
+    cases = [
+        (_at(buf, vn_at, bytes([2])), "values_nbytes"),  # 64 high bytes from 2: > 8x
+        (_at(buf, vn_at, bytes([64])), "values_nbytes"),  # not smaller than stored planes
+        (_at(buf, last - packed + 1, b"\xff\xff"), "values"),  # not a DEFLATE stream
+        (_at(buf, last, bytes([buf[last] ^ 0x10])), "values"),  # wrong data or length
+        (_at(buf, 4, bytes([wire.V1])), None),  # the flag does not exist in v1
+        (_at(buf, 7, bytes([3])), "flags"),
+    ]
+    for bad, field in cases:
+        with pytest.raises(CorruptPayloadError) as err:
+            wire.decode(bad)
+        assert field is None or err.value.field == field
+    wire.decode(buf)
+    # values whose exponent bytes DEFLATE cannot shrink, or shrinks more than 8x, stay plain
+    noise = wire.Record(0, 0, 4, np.array([0.1, -7.3, 1e4, 3e-5], np.float32))
+    zeros = wire.Record(0, 0, 4096, np.zeros(4096, np.float32))
+    for rec in (noise, zeros):
+        assert wire.encode(wire.Payload(0, 0, 0, "fp16", [rec]))[7] == 0
+
+
 @pytest.mark.parametrize("version", [wire.V1, wire.V2])
 def test_nonfinite_values_rejected(version):
     rec = wire.Record(0, 0, 2, np.array([np.inf, 1], np.float32))
@@ -281,7 +318,14 @@ GOLDEN_V2 = GOLDEN + [
         wire.Record(7, 2**32 - 1, 1, np.array([-1.0], np.float32), np.array([0])),
         wire.Record(8, 0, 2, np.array([4.0, 5.0], np.float32))])),
 ]
-GOLDEN_V2_PARAMS = {"fp16_sparse": [21], "bf16_broadcast": [], "fp32_mixed": [11_000, 1]}
+_I = np.arange(64)
+GOLDEN_V2_DEFLATE = [  # values in one binade, as top-k values are: their exponent bytes repeat
+    ("fp16_deflate", wire.Payload(0, 4, 0, "fp16", [
+        wire.Record(3, 0, 1000, ((-1.0) ** _I * (0.5 + (_I * 37 % 64) / 128)).astype(np.float32),
+                    (_I * 15 + _I * 7 % 11).astype(np.int64))])),
+]
+GOLDEN_V2_PARAMS = {"fp16_sparse": [21], "bf16_broadcast": [], "fp32_mixed": [11_000, 1],
+                    "fp16_deflate": [10]}
 
 
 def _check_decoded(out: wire.Payload, payload: wire.Payload, version: int) -> None:
@@ -307,12 +351,15 @@ def test_golden_v1_payloads_still_decode(name, payload, request):
     _check_decoded(wire.decode(path.read_bytes()), payload, wire.V1)
 
 
-@pytest.mark.parametrize("name,payload", GOLDEN_V2)
-def test_golden_v2_payloads_still_decode(name, payload, request):
+@pytest.mark.parametrize("name,payload,deflate", [(*g, False) for g in GOLDEN_V2]
+                         + [(*g, True) for g in GOLDEN_V2_DEFLATE])
+def test_golden_v2_payloads_still_decode(name, payload, deflate, request):
     """Committed v2 payloads, written with pinned Golomb parameters so that a better parameter
     search does not count as a format change."""
     path = request.path.parent / "fixtures" / "wire" / "v2" / f"{name}.bin"
-    assert path.read_bytes() == wire.encode(payload, params=GOLDEN_V2_PARAMS[name]), \
+    buf = path.read_bytes()
+    assert buf[7] == (wire.VALUES_DEFLATE if deflate else 0)
+    assert buf == wire.encode(payload, params=GOLDEN_V2_PARAMS[name], compress_values=deflate), \
         "format v2 bytes changed"
-    _check_decoded(wire.decode(path.read_bytes()), payload, wire.V2)
-    assert wire.decode(wire.encode(payload)).records[0].n == payload.records[0].n
+    _check_decoded(wire.decode(buf), payload, wire.V2)
+    _check_decoded(wire.decode(wire.encode(payload)), payload, wire.V2)

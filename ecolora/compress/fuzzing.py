@@ -11,7 +11,9 @@ random value (for v2 also in non-canonical varint form), truncate, insert, delet
 headers, record headers and tails of other payloads, and append garbage. The oracle
 (``check``): ``decode`` raises ``CorruptPayloadError`` naming a field, or returns a payload that
 agrees with its header and re-encodes, with the parameters stored in the bytes, to exactly the
-input (the decoder accepts only canonical encodings).
+input (the decoder accepts only canonical encodings). DEFLATE-compressed values are the one
+exception (many streams inflate to the same bytes): there the input with its values inflated
+must equal the plain re-encoding.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ecolora.compress import bitpack, golomb, wire
+from ecolora.compress import bitpack, golomb, values, wire
 from ecolora.errors import CorruptPayloadError
 
 RULES = ("rice_kiely_floor", "rice_ceil", "empirical_best")
@@ -81,7 +83,7 @@ def valid_payload(ch: Chooser, sizes: tuple[int, ...] = SIZES, max_records: int 
                                    rng.normal(size=k).astype(np.float32), idx))
     payload = wire.Payload(ch.integer(0, 1), ch.integer(0, 2**32 - 1), ch.integer(0, 2**16 - 1),
                            pick(ch, list(wire.DTYPES)), records, pick(ch, (1, 2, 2)))
-    return wire.encode(payload, pick(ch, RULES))
+    return wire.encode(payload, pick(ch, RULES), compress_values=bool(ch.integer(0, 1)))
 
 
 def _itemsize(buf: bytes) -> int:
@@ -121,6 +123,38 @@ def layout(buf: bytes) -> list[list[tuple[str, int, int]]]:
     return out
 
 
+def sections(buf: bytes) -> list[tuple[str, int, int]]:
+    """v2: the spans of unary_nbytes and (when flagged) values_nbytes, if readable."""
+    records = layout(buf)
+    if len(buf) < wire._HEADER.size or buf[4] != wire.V2 or \
+            len(records) != struct.unpack_from("<I", buf, 16)[0]:
+        return []
+    pos = records[-1][-1][2] if records else wire._HEADER.size
+    names = ["unary_nbytes"] + (["values_nbytes"] if buf[7] & wire.VALUES_DEFLATE else [])
+    out = []
+    try:
+        for name in names:
+            _, end = bitpack.get_varint(buf, pos, len(buf), name, _VARINT_MAX)
+            out.append((name, pos, end))
+            pos = end
+    except CorruptPayloadError:
+        pass
+    return out
+
+
+def inflated(buf: bytes, out: wire.Payload) -> bytes:
+    """``buf`` (accepted, with DEFLATE values) as it would be with plain values."""
+    spans = sections(buf)
+    packed = _varint(buf, spans[1])
+    nvalues = sum(len(r.values) for r in out.records)
+    vbytes = packed + values.check_packed(packed, nvalues, out.dtype, 0)
+    section = buf[-4 - vbytes : -4]
+    plain = values.unpack(section[:packed], section[packed:], nvalues, out.dtype, 0)
+    body = buf[:7] + bytes([buf[7] & ~wire.VALUES_DEFLATE]) + buf[8 : spans[0][2]] + \
+        buf[spans[1][2] : -4 - vbytes] + plain
+    return with_crc(body)
+
+
 def _varint(buf: bytes, span: tuple[str, int, int]) -> int:
     return bitpack.get_varint(buf, span[1], span[2], span[0], _VARINT_MAX)[0]
 
@@ -150,7 +184,8 @@ def mutate(ch: Chooser, body: bytearray, pool: list[bytes]) -> bytearray:
     elif op == 1 and body:
         body[ch.integer(0, len(body) - 1)] = ch.integer(0, 255)
     elif op in (2, 3):  # header fields: the structural checks live here, so twice the weight
-        records = layout(bytes(body))
+        records = layout(bytes(body)) + [sections(bytes(body))]
+        records = [fields for fields in records if fields]
         if records:
             name, lo, hi = pick(ch, pick(ch, records))
             _set_field(ch, body, name, lo, hi)
@@ -235,5 +270,8 @@ def check(buf: bytes, max_numel: int, reject_nonfinite: bool = True) -> str:
         finite = finite and bool(np.isfinite(rec.values).all())
     assert finite or not reject_nonfinite
     if finite:  # NaN payload bits need not survive a float32 round trip
-        assert wire.encode(out, params=stored_params(buf)) == buf, "accepted non-canonical bytes"
+        again = wire.encode(out, params=stored_params(buf), compress_values=False)
+        if out.version == wire.V2 and buf[7] & wire.VALUES_DEFLATE:
+            buf = inflated(buf, out)
+        assert again == buf, "accepted non-canonical bytes"
     return "ok"

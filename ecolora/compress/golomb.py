@@ -18,11 +18,11 @@ are O(len(unary) + k*b/8 + k); temporaries are 1 byte per unary bit, <= 32 bytes
 
 Format v2 (``encode_sections``/``decode_sections``) generalises Rice to Golomb codes with any
 parameter M >= 1 (remainders in truncated binary: c-1 bits below u = 2^c - M, else c bits,
-c = ceil(log2 M)), chosen per tensor by exact bit count over a grid around the
-Gallager-Van Voorhis value (spec §6). Measured on top-k masks of LoRA deltas this is 1.5-4%
-smaller than the best Rice code (their gaps are not geometric; see docs/codec.md). The unary
-parts of all tensors share one stream, the remainder parts another, both bit-granular with one
-byte of padding per payload instead of two per tensor.
+c = ceil(log2 M)), chosen per tensor by exact bit count (``golomb_search``, spec §6). On
+top-k masks of LoRA deltas this is 1-4% smaller than the best Rice code (their gaps are not
+geometric; docs/codec.md). The unary parts of all tensors share one stream, the remainder
+parts another, both bit-granular with one byte of padding per payload instead of two per
+tensor.
 """
 
 from __future__ import annotations
@@ -176,98 +176,6 @@ def golomb_code(m: int) -> tuple[int, int]:
     return c, (1 << c) - m
 
 
-class _GapStats:
-    """What exact Golomb costs need from one tensor's gaps, computed once per search.
-
-    Two exact formulas, whichever touches fewer numbers per candidate M: a weighted sum over
-    the distinct gap values (O(distinct)), or, with H(x) = #{gaps >= x}, the identities
-    sum(g // M) = sum_j H(jM) (j >= 1) and #{g mod M >= u} = sum_j H(jM + u) - H(jM + M)
-    (j >= 0), which cost O(max gap / M) per candidate: ~10 numbers on top-k masks.
-    """
-
-    def __init__(self, gaps: np.ndarray) -> None:
-        self.k = gaps.size
-        self.top = int(gaps.max()) if gaps.size else 0
-        self.tail = None
-        if self.top < 2 * self.k + 1024:  # histogram no bigger than the gaps (plus a constant)
-            counts = np.bincount(gaps, minlength=self.top + 1)
-            self.tail = np.append(np.cumsum(counts[::-1])[::-1], 0)  # H(x), x = 0..top+1
-            self.values = np.flatnonzero(counts).astype(np.float64)
-            self.weights = counts[self.values.astype(np.int64)].astype(np.float64)
-        else:
-            self.values = gaps.astype(np.float64)
-            self.weights = np.ones(gaps.size, dtype=np.float64)
-
-    def costs(self, ms: np.ndarray) -> np.ndarray:
-        """Exact bits of the gaps for each M in ``ms`` (int64 array, each >= 1)."""
-        c = np.frexp(ms - 1.0)[1].astype(np.int64)  # bit_length(M - 1) = ceil(log2 M)
-        u = (np.int64(1) << c) - ms
-        spans = self.top // int(ms.min()) + 1
-        if self.tail is not None and spans < self.values.size:
-            jm = ms[:, None] * np.arange(spans, dtype=np.int64)[None, :]
-            h = self.tail
-            end = h[np.minimum(jm + ms[:, None], self.top + 1)]
-            return self.k * c + end.sum(axis=1) + (h[np.minimum(jm + u[:, None], self.top + 1)]
-                                                   - end).sum(axis=1)
-        # float64 is exact: gaps and M are below 2**32, so floor(g / M) cannot round wrongly
-        total = np.zeros(ms.size)
-        fm = ms.astype(np.float64)
-        for lo in range(0, self.values.size, 4096):  # bounded temporaries
-            v, w = self.values[lo : lo + 4096], self.weights[lo : lo + 4096]
-            q = np.floor(v[None, :] / fm[:, None])
-            r = v[None, :] - q * fm[:, None]
-            total += q @ w + (r >= u[:, None]) @ w
-        return np.rint(total).astype(np.int64) + self.k * c
-
-
-def golomb_costs(gaps: np.ndarray, ms: np.ndarray) -> np.ndarray:
-    """Exact Golomb code lengths of ``gaps`` (bits) for each parameter in ``ms``."""
-    return _GapStats(np.asarray(gaps, dtype=np.int64)).costs(np.asarray(ms, dtype=np.int64))
-
-
-def search_golomb(n: int, gaps: np.ndarray) -> int:
-    """The M with the fewest bits, by exact evaluation (spec §6: "Kiely optimum plus an exact
-    search over the neighbouring parameters", generalised from 2^b to every integer M).
-
-    Small problems try every M in [1, n]. Otherwise two vectorized rounds: a geometric grid
-    (2^(1/16) steps from 0.35 to 1.5 times the Gallager-Van Voorhis value of the mean gap, which
-    bracketed the optimum on every mask in docs/codec.md), then up to 33 integers between the
-    best grid point's neighbours. Against trying every M this lost at most 0.11% of the
-    position bits on those masks. The grid also holds the Rice values v1 tried (Kiely's b
-    +-2), so the result is never worse than v1's. Ties go to the smaller M (deterministic).
-    """
-    hi = max(1, min(n, MAX_M))
-    if not gaps.size:
-        return 1
-    stats = _GapStats(gaps)
-    if stats.values.size * hi <= 1 << 14:
-        ms = np.arange(1, hi + 1, dtype=np.int64)
-        return int(ms[np.argmin(stats.costs(ms))])
-    p = 1.0 / (float(gaps.mean()) + 1.0)
-    center = math.log(2.0 - p) / -math.log1p(-p) if p < 1 else 1.0
-    grid = np.rint(center * 2.0 ** (np.arange(-24, 10) / 16))
-    b = kiely_parameter(n, gaps.size)  # v1's candidates too: never worse than v1's Rice choice
-    rice = 2.0 ** np.arange(max(0, b - 2), min(MAX_RICE, b + 2) + 1)
-    cands = np.unique(np.clip(np.concatenate([grid, rice]), 1, hi)).astype(np.int64)
-    best = int(np.argmin(stats.costs(cands)))
-    lo, top = int(cands[max(best - 1, 0)]), int(cands[min(best + 1, cands.size - 1)])
-    if top - lo < 2:
-        return int(cands[best])
-    fine = np.unique(np.append(np.rint(np.linspace(lo, top, min(top - lo + 1, 33))),
-                               cands[best])).astype(np.int64)
-    return int(fine[np.argmin(stats.costs(fine))])
-
-
-def choose_golomb(n: int, indices: np.ndarray, rule: str) -> int:
-    """Golomb parameter M for one tensor under ``rule`` (the Rice rules give M = 2^b)."""
-    k = len(indices)
-    if rule in ("rice_kiely_floor", "rice_ceil"):
-        return min(1 << kiely_parameter(n, k, ceil=rule == "rice_ceil"), max(1, n))
-    if rule == "empirical_best":
-        return search_golomb(n, gaps_of(indices)) if k else 1
-    raise ValueError(f"unknown Rice parameter rule {rule!r}")
-
-
 def golomb_split(gaps: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(quotients, remainder bits) of Golomb(M) codes: k fields of c - 1 bits, then one extra
     bit per field >= u, in order. A prefix code split in two so both halves vectorize."""
@@ -285,27 +193,40 @@ def golomb_split(gaps: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     return q, np.concatenate([bitpack.fields_to_bits(v, c - 1), extra])
 
 
-def encode_sections(groups: list[tuple[np.ndarray, int]]) -> tuple[bytes, bytes]:
-    """(unary stream, remainder stream) for the sorted index arrays with their parameters.
+def gaps_of_many(indices: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(all gaps concatenated, k per array) for sorted unique index arrays, in one pass."""
+    ks = np.array([len(i) for i in indices], dtype=np.int64)
+    if not ks.sum():
+        return np.zeros(0, dtype=np.int64), ks
+    idx = np.concatenate([np.asarray(i, dtype=np.int64) for i in indices])
+    gaps = np.empty_like(idx)
+    np.subtract(idx[1:], idx[:-1] + 1, out=gaps[1:])
+    starts = (np.cumsum(ks) - ks)[ks > 0]
+    gaps[starts] = idx[starts]
+    if gaps.min() < 0:
+        raise ValueError("indices must be sorted and unique")
+    return gaps, ks
 
-    Each stream holds every group back to back and is padded with zero bits once, at its end.
-    """
-    quotients, rbits = [], []
-    for idx, m in groups:
-        q, bits = golomb_split(gaps_of(idx), m)
+
+def encode_sections(gaps: np.ndarray, ks: np.ndarray, ms: list[int]) -> tuple[bytes, bytes]:
+    """(unary stream, remainder stream) for concatenated gaps (``ks`` per group) and each
+    group's parameter M. Each stream holds every group back to back and is padded with zero
+    bits once, at its end."""
+    if gaps.size and gaps.min() < 0:
+        raise ValueError("indices must be sorted and unique")
+    quotients, rbits, at = [], [], 0
+    for k, m in zip(ks.tolist(), ms, strict=True):
+        q, bits = golomb_split(gaps[at : at + k], m)
+        at += k
         quotients.append(q)
         rbits.append(bits)
-    if not quotients:
-        return b"", b""
-    q = np.concatenate(quotients)
-    if not q.size:
-        return b"", np.packbits(np.concatenate(rbits)).tobytes()
-    if q.min() < 0:
-        raise ValueError("indices must be sorted and unique")
-    ends = np.cumsum(q + 1) - 1
+    rem = np.packbits(np.concatenate(rbits)).tobytes() if rbits else b""
+    if not gaps.size:
+        return b"", rem
+    ends = np.cumsum(np.concatenate(quotients) + 1) - 1
     unary = np.zeros(int(ends[-1]) + 1, dtype=bool)
     unary[ends] = True
-    return np.packbits(unary).tobytes(), np.packbits(np.concatenate(rbits)).tobytes()
+    return np.packbits(unary).tobytes(), rem
 
 
 def decode_sections(

@@ -10,6 +10,7 @@ which keeps the total budget but divides it between A and B in proportion to upd
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -74,9 +75,8 @@ def topk_indices(x: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     if n >= EXACT_BELOW:
-        rng = np.random.default_rng(0x5EED)  # fixed: the speed must not vary between calls
         size = min(SAMPLE, n // 8)
-        sample = keys[rng.integers(0, n, size=size)]
+        sample = keys[_sample_positions(n, size)]
         lam = size * k / n  # sampled entries expected at or above the k-th largest
         j = max(1, math.ceil(lam + MARGIN_SIGMAS * math.sqrt(lam) + 8))
         if j < size:
@@ -85,6 +85,15 @@ def topk_indices(x: np.ndarray, k: int) -> np.ndarray:
             if cand.size >= k:
                 return cand[_select(keys[cand], k)]
     return _select(keys, k)
+
+
+@functools.lru_cache(maxsize=256)
+def _sample_positions(n: int, size: int) -> np.ndarray:
+    """Fixed-seed sample positions (the speed must not vary between calls), cached per shape:
+    a payload has many tensors of few distinct sizes."""
+    out = np.random.default_rng(0x5EED).integers(0, n, size=size)
+    out.flags.writeable = False
+    return out
 
 
 def _select(keys: np.ndarray, k: int) -> np.ndarray:

@@ -10,20 +10,28 @@ Format version 2 (written by default) then has, with varint = unsigned LEB128, s
     records count x ( tensor varint | start varint | n varint | kk varint [| m varint] )
             kk = 0: dense (n values, no positions); kk = k + 1: sparse with k kept entries;
             m (only when k >= 1) = zigzag(M - golomb_reference(n, k)), M the Golomb parameter
-    unary_nbytes varint, then the unary stream of every sparse record (``golomb``)
+    unary_nbytes varint [| values_nbytes varint, if flags bit 0]
+    then the unary stream of every sparse record (``golomb``)
     the remainder stream of every sparse record: all bytes up to the values
-    values  every record's values in record order (dense: n, sparse: k), in ``dtype``
+    values  every record's values in record order (dense: n, sparse: k), in ``dtype``;
+            with flags bit 0 (``VALUES_DEFLATE``) as byte planes, most significant first: the
+            planes holding sign and exponent (fp16 1, bf16 and fp32 2) as raw DEFLATE in
+            values_nbytes bytes, then the other planes as they are (``values``); used only
+            when smaller, and at most 8x smaller (this bounds decompression)
     trailer crc32 u32 of everything before it
 
 Version 1 (``wire_v1``: 24-byte record headers, Rice only, streams padded per record) is still
 decoded, and written when ``Payload.version == 1``. Why v2: at 0.1% density v1's record header
 cost 2.9 bits per kept index and per-record byte padding 2-25% of the position bits; Golomb's
-free parameter gains a further 1.5-4% on real top-k masks (docs/codec.md has the numbers).
+free parameter gains a further 1-4% on top-k masks; and the kept values of real deltas span
+about one binade (the top-k threshold to the maximum), so their exponent bytes compress:
+about 30% of fp16 value bytes for ~2 ms per 100k values (docs/codec.md).
 
 A record covers [start, start+n) of one flattened tensor. ``decode`` trusts nothing: every
 length and count is checked against the remaining bytes and ``max_numel`` before anything is
-allocated, only canonical encodings are accepted (so an accepted payload re-encodes to itself),
-and each failure raises ``CorruptPayloadError`` naming the field and byte offset. No pickle.
+allocated, only canonical encodings are accepted (an accepted payload re-encodes to itself;
+for DEFLATE values, to the same values), and each failure raises ``CorruptPayloadError``
+naming the field and byte offset. No pickle.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecolora.compress import bitpack, golomb, wire_v1
+from ecolora.compress import bitpack, golomb, golomb_search, values, wire_v1
+from ecolora.compress.values import decode_values, encode_values
+from ecolora.compress.values import round_trip_values as round_trip_values  # re-exported
 from ecolora.errors import CorruptPayloadError
 
 MAGIC = b"ECLR"
@@ -46,12 +56,13 @@ DENSE, RICE = wire_v1.DENSE, wire_v1.RICE  # v1 record codings
 ALL_SEGMENTS = 0xFFFF
 DTYPES = {"fp16": 0, "bf16": 1, "fp32": 2}
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
+_ITEMSIZE = values.ITEMSIZE
 _HEADER = struct.Struct("<4sBBBBIHHI")
 _RECORD = wire_v1.RECORD  # v1 record header (kept here for existing importers)
 _CRC = struct.Struct("<I")
 _U32 = (1 << 32) - 1
 _MIN_V2_RECORD = 4  # bytes: four one-byte varints
+VALUES_DEFLATE = 0x01  # v2 header flag: exponent planes of the values DEFLATE-compressed
 
 
 @dataclass
@@ -75,89 +86,78 @@ class Payload:
     version: int = VERSION
 
 
-def encode_values(values: np.ndarray, dtype: str) -> bytes:
-    x = np.ascontiguousarray(values, dtype=np.float32)
-    if dtype == "fp32":
-        return x.astype("<f4").tobytes()
-    if dtype == "fp16":
-        return x.astype("<f2").tobytes()
-    # bf16: round to nearest even on the upper 16 bits of the fp32 pattern
-    u = x.view(np.uint32).astype(np.uint64)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return u.astype("<u2").tobytes()
-
-
-def decode_values(buf: bytes | memoryview, dtype: str) -> np.ndarray:
-    if dtype == "fp32":
-        return np.frombuffer(buf, dtype="<f4").astype(np.float32)
-    if dtype == "fp16":
-        return np.frombuffer(buf, dtype="<f2").astype(np.float32)
-    u = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
-    return u.view(np.float32)
-
-
-def round_trip_values(values: np.ndarray, dtype: str) -> np.ndarray:
-    """What the receiver will see for ``values``: lets senders stay bit-identical to receivers."""
-    return decode_values(encode_values(values, dtype), dtype)
-
-
 def encode(
-    payload: Payload, rice_rule: str = "empirical_best", params: Sequence[int] | None = None
+    payload: Payload, rice_rule: str = "empirical_best", params: Sequence[int] | None = None,
+    compress_values: bool = True,
 ) -> bytes:
     """Payload -> bytes. ``rice_rule`` picks each tensor's Golomb/Rice parameter (spec §6);
     ``params`` overrides it with one value per sparse record with k >= 1, in record order
-    (Rice b for v1, Golomb M for v2): how a payload is re-encoded to check canonicity."""
+    (Rice b for v1, Golomb M for v2): how a payload is re-encoded to check canonicity.
+    ``compress_values`` (v2) DEFLATEs the values' exponent bytes when that is smaller."""
     if payload.dtype not in DTYPES:
         raise ValueError(f"unknown value dtype {payload.dtype!r}")
     if payload.version not in (V1, V2):
         raise ValueError(f"cannot write format version {payload.version}")
-    parts = [
-        _HEADER.pack(MAGIC, payload.version, payload.kind, DTYPES[payload.dtype], 0,
-                     payload.round, payload.segment, 0, len(payload.records))
-    ]
     given = iter(params) if params is not None else None
+    flags = 0
     if payload.version == V1:
         choose = (lambda n, idx: golomb.choose_parameter(n, idx, rice_rule)) if given is None \
             else (lambda n, idx: next(given))
-        parts += wire_v1.encode_records(payload.records, payload.dtype, choose, encode_values)
+        parts = wire_v1.encode_records(payload.records, payload.dtype, choose, encode_values)
     else:
-        choose = (lambda n, idx: golomb.choose_golomb(n, idx, rice_rule)) if given is None \
-            else (lambda n, idx: next(given))
-        parts += _encode_v2(payload.records, payload.dtype, choose)
-    body = b"".join(parts)
+        choose = (lambda ns, gaps, ks: golomb_search.choose_golombs(ns, gaps, ks, rice_rule)) \
+            if given is None else (lambda ns, gaps, ks: [next(given) for _ in ns])
+        flags, parts = _encode_v2(payload.records, payload.dtype, choose, compress_values)
+    header = _HEADER.pack(MAGIC, payload.version, payload.kind, DTYPES[payload.dtype], flags,
+                          payload.round, payload.segment, 0, len(payload.records))
+    body = b"".join([header, *parts])
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _encode_v2(records: list[Record], dtype: str, choose: Callable) -> list[bytes]:
-    head = bytearray()
-    groups: list[tuple[np.ndarray, int]] = []
-    values: list[np.ndarray] = []
-    for r in records:
+def _encode_v2(
+    records: list[Record], dtype: str, choose: Callable, compress: bool
+) -> tuple[int, list[bytes]]:
+    """(flags, parts) of a v2 body; ``choose(ns, gaps, ks)`` gives the sparse records' M."""
+    sparse: list[tuple[int, np.ndarray]] = []  # (record, indices) with k >= 1
+    vals: list[np.ndarray] = []
+    for i, r in enumerate(records):
         if not (0 <= r.tensor <= _U32 and 0 <= r.start <= _U32 and 0 <= r.n <= _U32):
             raise ValueError("tensor, start and n must fit in 32 bits")
-        for field in (r.tensor, r.start, r.n):
-            bitpack.put_varint(head, field)
         if r.indices is None:
             if len(r.values) != r.n:
                 raise ValueError("dense record needs n values")
-            head.append(0)
         else:
             idx = np.asarray(r.indices, dtype=np.int64)
-            k = idx.size
-            if len(r.values) != k or (k and not (0 <= idx[0] and idx[-1] < r.n)):
+            if len(r.values) != idx.size or (idx.size and not (0 <= idx[0] and idx[-1] < r.n)):
                 raise ValueError("sparse record needs k values at sorted indices in [0, n)")
-            bitpack.put_varint(head, k + 1)
-            if k:
-                m = int(choose(r.n, idx))
-                if not 1 <= m <= max(1, r.n):
-                    raise ValueError(f"Golomb parameter {m} outside [1, max(1, n={r.n})]")
-                bitpack.put_varint(head, bitpack.zigzag(m - golomb.golomb_reference(r.n, k)))
-                groups.append((idx, m))
-        values.append(np.asarray(r.values, dtype=np.float32).ravel())
-    unary, rem = golomb.encode_sections(groups)
+            if idx.size:
+                sparse.append((i, idx))
+        vals.append(np.asarray(r.values, dtype=np.float32).ravel())
+    gaps, ks = golomb.gaps_of_many([idx for _, idx in sparse])
+    ms = [int(m) for m in choose([records[i].n for i, _ in sparse], gaps, ks)]
+    param = {i: m for (i, _), m in zip(sparse, ms, strict=True)}
+    head = bytearray()
+    for i, r in enumerate(records):
+        for field in (r.tensor, r.start, r.n):
+            bitpack.put_varint(head, field)
+        if r.indices is None:
+            head.append(0)
+            continue
+        k = len(r.indices)
+        bitpack.put_varint(head, k + 1)
+        if k:
+            m = param[i]
+            if not 1 <= m <= max(1, r.n):
+                raise ValueError(f"Golomb parameter {m} outside [1, max(1, n={r.n})]")
+            bitpack.put_varint(head, bitpack.zigzag(m - golomb.golomb_reference(r.n, k)))
+    unary, rem = golomb.encode_sections(gaps, ks, ms)
     bitpack.put_varint(head, len(unary))
-    flat = np.concatenate(values) if values else np.zeros(0, np.float32)
-    return [bytes(head), unary, rem, encode_values(flat, dtype)]
+    raw = encode_values(np.concatenate(vals) if vals else np.zeros(0, np.float32), dtype)
+    packed = values.pack(raw, dtype) if compress else None
+    if packed is not None:
+        bitpack.put_varint(head, len(packed[0]))
+        return VALUES_DEFLATE, [bytes(head), unary, rem, *packed]
+    return 0, [bytes(head), unary, rem, raw]
 
 
 class _Reader:
@@ -195,7 +195,7 @@ def decode(buf: bytes, max_numel: int = 1 << 28, reject_nonfinite: bool = True) 
         raise CorruptPayloadError("kind", 5, f"unknown payload kind {kind}")
     if dtype_id not in _DTYPE_NAMES:
         raise CorruptPayloadError("dtype", 6, f"unknown value dtype id {dtype_id}")
-    if flags:
+    if flags & ~(VALUES_DEFLATE if version == V2 else 0):
         raise CorruptPayloadError("flags", 7, f"unknown flags {flags:#x}")
     if reserved:  # always written as zero; rejecting it keeps accepted payloads canonical
         raise CorruptPayloadError("reserved", 14, "must be zero")
@@ -203,7 +203,7 @@ def decode(buf: bytes, max_numel: int = 1 << 28, reject_nonfinite: bool = True) 
     if version == V1:
         records = _decode_v1(buf, count, dtype, max_numel, reject_nonfinite)
     else:
-        records = _decode_v2(buf, count, dtype, max_numel, reject_nonfinite)
+        records = _decode_v2(buf, count, dtype, max_numel, reject_nonfinite, flags)
     return Payload(kind, rnd, seg, dtype, records, version)
 
 
@@ -214,17 +214,19 @@ def _decode_v1(buf: bytes, count: int, dtype: str, max_numel: int, reject: bool)
         raise CorruptPayloadError("count", 16, f"{count} records cannot fit the payload")
     records = []
     for _ in range(count):
-        tensor, start, n, values, indices, at = wire_v1.decode_record(
+        tensor, start, n, vals, indices, at = wire_v1.decode_record(
             reader, dtype, _ITEMSIZE[dtype], max_numel, decode_values)
-        if reject and not np.isfinite(values).all():
+        if reject and not np.isfinite(vals).all():
             raise CorruptPayloadError("values", at, "non-finite value")
-        records.append(Record(tensor, start, n, values, indices))
+        records.append(Record(tensor, start, n, vals, indices))
     if reader.pos != reader.end:
         raise CorruptPayloadError("trailer", reader.pos, f"{reader.end - reader.pos} extra bytes")
     return records
 
 
-def _decode_v2(buf: bytes, count: int, dtype: str, max_numel: int, reject: bool) -> list[Record]:
+def _decode_v2(
+    buf: bytes, count: int, dtype: str, max_numel: int, reject: bool, flags: int
+) -> list[Record]:
     end, pos = len(buf) - _CRC.size, _HEADER.size
     if count > (end - pos) // _MIN_V2_RECORD:
         raise CorruptPayloadError("count", 16, f"{count} records cannot fit the payload")
@@ -251,6 +253,10 @@ def _decode_v2(buf: bytes, count: int, dtype: str, max_numel: int, reject: bool)
     u_at = pos
     unary_nbytes, pos = bitpack.get_varint(buf, pos, end, "unary_nbytes", end - pos)
     vbytes = nvalues * _ITEMSIZE[dtype]
+    if flags & VALUES_DEFLATE:
+        v_at = pos
+        packed, pos = bitpack.get_varint(buf, pos, end, "values_nbytes", end - pos)
+        vbytes = packed + values.check_packed(packed, nvalues, dtype, v_at)
     if unary_nbytes + vbytes > end - pos:
         raise CorruptPayloadError("values", u_at, f"{nvalues} values and {unary_nbytes} unary "
                                   f"bytes cannot fit the {end - pos} bytes left")
@@ -258,14 +264,16 @@ def _decode_v2(buf: bytes, count: int, dtype: str, max_numel: int, reject: bool)
     rem_at = pos + unary_nbytes
     found = iter(golomb.decode_sections(view[pos:rem_at], view[rem_at : end - vbytes],
                                         groups, offset=pos))
-    values = decode_values(view[end - vbytes : end], dtype)
-    if reject and not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise CorruptPayloadError("values", end - vbytes + bad * _ITEMSIZE[dtype],
-                                  "non-finite value")
+    raw = view[end - vbytes : end]
+    if flags & VALUES_DEFLATE:
+        raw = values.unpack(raw[:packed], raw[packed:], nvalues, dtype, end - vbytes)
+    flat = decode_values(raw, dtype)
+    if reject and not np.isfinite(flat).all():
+        bad = int(np.flatnonzero(~np.isfinite(flat))[0])
+        raise CorruptPayloadError("values", end - vbytes, f"non-finite value (value {bad})")
     records, vpos = [], 0
     for tensor, start, n, k, dense, _ in heads:
         indices = None if dense else next(found) if k else np.zeros(0, dtype=np.int64)
-        records.append(Record(tensor, start, n, values[vpos : vpos + k], indices))
+        records.append(Record(tensor, start, n, flat[vpos : vpos + k], indices))
         vpos += k
     return records
