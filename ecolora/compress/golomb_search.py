@@ -5,7 +5,7 @@ using the real gaps". v2 allows every integer M >= 1, not only powers of two, so
 over a grid: per tensor 34 points at 2^(1/16) steps from 0.35 to 1.5 times the
 Gallager-Van Voorhis value of its mean gap, plus v1's Rice candidates (Kiely's b +-2, so the
 result is never worse than v1's), then 34 integers between the best point's neighbours.
-Against trying every M this lost at most 0.2% of the position bits on the masks of
+Against trying every M this lost at most 0.26% of the position bits on the masks of
 docs/codec.md; the grid bracketed the optimum on all of them.
 
 Why batched: a payload has one record per LoRA tensor (152 in the benchmark's 10M update,
