@@ -144,7 +144,7 @@ def test_rawpos_rejects_unsorted_positions_with_a_valid_crc():
     with pytest.raises(ValueError):
         rawpos.encode(wire.Payload(0, 0, 0, "fp16", [rec]))
     ok = rawpos.encode(wire.Payload(0, 0, 0, "fp16", [wire.Record(0, 0, 10, np.ones(2, np.float32),
-                                                                   np.array([3, 5]))]))
+                                                                   np.array([3, 5]))]), False)
     body = bytearray(ok[:-4])
     body[24:32] = np.array([5, 3], "<u4").tobytes()  # after 20 header + 4 varint bytes
     import zlib
@@ -172,3 +172,23 @@ def test_tiny_model_run_keeps_frozen_and_local_tensors(name, tiny_model_dir, alp
     for t, before, after in zip(setup.layout.tensors, start, out["params"], strict=True):
         assert np.array_equal(before, after) == (t.kind == fixed), t.name
     assert all("eval_accuracy" in r and r["upload_bytes_max"] > 0 for r in out["rounds"])
+
+
+def test_rawpos_packs_values_like_wire_when_smaller():
+    rng = np.random.default_rng(0)
+    n, k = 100_000, 2_000
+    idx = np.sort(rng.choice(n, size=k, replace=False))
+    vals = (rng.uniform(1.0, 1.99, size=k) * rng.choice([-1, 1], size=k)).astype(np.float32)
+    payload = wire.Payload(0, 3, 1, "fp16", [wire.Record(2, 0, n, vals, idx),
+                                             wire.Record(0, 0, 4, np.arange(4, dtype=np.float32))])
+    plain, packed = rawpos.encode(payload, False), rawpos.encode(payload, True)
+    assert len(packed) < len(plain) - k // 2  # one binade: the exponent byte nearly vanishes
+    for buf in (plain, packed):
+        out = rawpos.decode(buf)
+        assert (out.round, out.segment) == (3, 1)
+        np.testing.assert_array_equal(out.records[0].indices, idx)
+        np.testing.assert_array_equal(out.records[0].values, vals.astype(np.float16))
+        np.testing.assert_array_equal(out.records[1].values, np.arange(4))
+        assert out.records[1].indices is None
+    with pytest.raises(CorruptPayloadError):
+        rawpos.decode(packed[:-5] + packed[-4:])

@@ -83,7 +83,7 @@ class Method:
 
     def _encode(self, payload: wire.Payload) -> bytes:
         if self.variant.positions == "int32":
-            return rawpos.encode(payload)
+            return rawpos.encode(payload, self.variant.pack_values)
         return wire.encode(payload, self.cfg.golomb_param)
 
     def _decode(self, buf: bytes) -> wire.Payload:

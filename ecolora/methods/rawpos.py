@@ -8,16 +8,19 @@ the codec, so this is a separate, self-contained sibling with its own version by
 rejects it, and this module rejects ``wire`` payloads)::
 
     header  the common 20 bytes of ``wire`` (magic, version = RAW_VERSION, kind, dtype, flags,
-            round, segment, reserved, record count)
+            round, segment, reserved, record count); flags bit 0 = values packed
     records count x ( tensor varint | start varint | n varint | kk varint )
             kk = 0: dense (n values); kk = k + 1: k kept entries
-            then, sparse only, k little-endian uint32 offsets, strictly increasing, < n
-            then the record's values in ``dtype``
+    [values_nbytes varint, if flags bit 0]
+    positions  of every sparse record in order: k little-endian uint32, increasing, < n
+    values  every record's values in record order, in ``dtype``; with flags bit 0 packed as
+            ``compress.values.pack`` does for ``wire`` v2 (exponent planes DEFLATEd)
     trailer crc32 u32 of everything before it
 
-Record headers are varints (unsigned LEB128), as compact as ``wire``'s, so sizes differ from
-``wire`` payloads essentially by the position bits: the comparison the ablation is about. The
-decoder trusts nothing: lengths are checked before slicing; failures raise
+Record headers are varints and values can be packed exactly as in ``wire`` v2, so with
+``pack_values=True`` (``eco-no-golomb``) sizes differ from ``ecolora``'s essentially by the
+position bits, the question that ablation asks; ``topk-ef`` sends plain values, as the classic
+baseline does. The decoder trusts nothing: lengths are checked before slicing; failures raise
 ``CorruptPayloadError`` naming the field and byte offset.
 """
 
@@ -28,13 +31,14 @@ import zlib
 
 import numpy as np
 
+from ecolora.compress import values as valcode
 from ecolora.compress import wire
 from ecolora.errors import CorruptPayloadError
 
 RAW_VERSION = 0x52  # 'R': raw positions
+PACKED = 0x01  # flags bit 0: values packed like wire v2's VALUES_DEFLATE
 _HEADER = struct.Struct("<4sBBBBIHHI")
 _CRC = struct.Struct("<I")
-_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
 _DTYPE_NAMES = {v: k for k, v in wire.DTYPES.items()}
 
 
@@ -46,27 +50,35 @@ def _varint(out: bytearray, value: int) -> None:
             return
 
 
-def encode(payload: wire.Payload) -> bytes:
-    """Payload -> bytes, sparse records' positions as raw uint32."""
-    out = bytearray(_HEADER.pack(wire.MAGIC, RAW_VERSION, payload.kind,
-                                 wire.DTYPES[payload.dtype], 0, payload.round, payload.segment, 0,
-                                 len(payload.records)))
+def encode(payload: wire.Payload, pack_values: bool = True) -> bytes:
+    """Payload -> bytes, sparse records' positions as raw uint32; values packed if smaller."""
+    head, positions, vals = bytearray(), [], []
     for r in payload.records:
         for field in (r.tensor, r.start, r.n):
-            _varint(out, field)
+            _varint(head, field)
         if r.indices is None:
             if len(r.values) != r.n:
                 raise ValueError("dense record needs n values")
-            _varint(out, 0)
+            _varint(head, 0)
         else:
             idx = np.asarray(r.indices, dtype=np.int64)
             if len(r.values) != idx.size or (idx.size and (idx[0] < 0 or idx[-1] >= r.n
                                                             or np.any(np.diff(idx) <= 0))):
                 raise ValueError("sparse record needs k values at increasing indices in [0, n)")
-            _varint(out, idx.size + 1)
-            out += idx.astype("<u4").tobytes()
-        out += wire.encode_values(r.values, payload.dtype)
-    return bytes(out) + _CRC.pack(zlib.crc32(out))
+            _varint(head, idx.size + 1)
+            positions.append(idx.astype("<u4").tobytes())
+        vals.append(np.asarray(r.values, dtype=np.float32).ravel())
+    raw = wire.encode_values(np.concatenate(vals) if vals else np.zeros(0, np.float32),
+                             payload.dtype)
+    packed = valcode.pack(raw, payload.dtype) if pack_values else None
+    flags = PACKED if packed is not None else 0
+    if packed is not None:
+        _varint(head, len(packed[0]))
+    body = b"".join([_HEADER.pack(wire.MAGIC, RAW_VERSION, payload.kind,
+                                  wire.DTYPES[payload.dtype], flags, payload.round,
+                                  payload.segment, 0, len(payload.records)),
+                     bytes(head), *positions, *(packed if packed is not None else (raw,))])
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 class _Reader:
@@ -112,30 +124,43 @@ def decode(buf: bytes, max_numel: int = 1 << 28) -> wire.Payload:
         raise CorruptPayloadError("crc32", end, "checksum mismatch")
     if kind not in (wire.KIND_UPDATE, wire.KIND_BROADCAST):
         raise CorruptPayloadError("kind", 5, f"unknown payload kind {kind}")
-    if dtype_id not in _DTYPE_NAMES or flags or reserved:
+    if dtype_id not in _DTYPE_NAMES or flags & ~PACKED or reserved:
         raise CorruptPayloadError("dtype", 6, f"unknown dtype {dtype_id} or flags {flags:#x}")
     dtype = _DTYPE_NAMES[dtype_id]
     rd = _Reader(buf, _HEADER.size, end)
     if count > (end - rd.pos) // 4:
         raise CorruptPayloadError("count", 16, f"{count} records cannot fit the payload")
-    records = []
+    heads = []
     for _ in range(count):
         at = rd.pos
         tensor, start, n, kk = (rd.varint(f) for f in ("tensor", "start", "n", "k"))
         if n > max_numel or kk > n + 1:
             raise CorruptPayloadError("n", at, f"n={n}, k+1={kk} out of bounds")
-        idx = None
-        if kk:
-            k = kk - 1
-            idx = np.frombuffer(rd.take(4 * k, "positions"), "<u4").astype(np.int64)
-            if k and (idx[-1] >= n or np.any(np.diff(idx) <= 0)):
-                raise CorruptPayloadError("positions", at, "not strictly increasing below n")
-        size = n if idx is None else idx.size
-        values = wire.decode_values(rd.take(size * _ITEMSIZE[dtype], "values"), dtype)
-        if not np.isfinite(values).all():
-            raise CorruptPayloadError("values", at, "non-finite value")
-        records.append(wire.Record(tensor, start, n, values, idx))
+        heads.append((at, tensor, start, n, kk))
+    packed_nbytes = rd.varint("values_nbytes") if flags & PACKED else 0
+    indices = []
+    for at, _, _, n, kk in heads:
+        if not kk:
+            indices.append(None)
+            continue
+        idx = np.frombuffer(rd.take(4 * (kk - 1), "positions"), "<u4").astype(np.int64)
+        if idx.size and (idx[-1] >= n or np.any(np.diff(idx) <= 0)):
+            raise CorruptPayloadError("positions", at, "not strictly increasing below n")
+        indices.append(idx)
+    sizes = [h[3] if idx is None else idx.size for h, idx in zip(heads, indices, strict=True)]
+    total, at = sum(sizes), rd.pos
+    if flags & PACKED:
+        rest = valcode.check_packed(packed_nbytes, total, dtype, at)
+        raw = valcode.unpack(rd.take(packed_nbytes, "values"), rd.take(rest, "values"), total,
+                             dtype, at)
+    else:
+        raw = rd.take(total * valcode.ITEMSIZE[dtype], "values")
     if rd.pos != end:
         raise CorruptPayloadError("trailer", rd.pos, f"{end - rd.pos} extra bytes")
-    return wire.Payload(wire.KIND_UPDATE if kind == wire.KIND_UPDATE else wire.KIND_BROADCAST,
-                        rnd, seg, dtype, records)
+    values = wire.decode_values(raw, dtype)
+    if not np.isfinite(values).all():
+        raise CorruptPayloadError("values", at, "non-finite value")
+    bounds = np.cumsum([0, *sizes])
+    return wire.Payload(kind, rnd, seg, dtype, [
+        wire.Record(t, st, n, values[bounds[j] : bounds[j + 1]], indices[j])
+        for j, (_, t, st, n, _) in enumerate(heads)])

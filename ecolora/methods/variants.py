@@ -32,6 +32,7 @@ class Variant:
     source: str  # the paper the method comes from
     overrides: Overrides = field(default=lambda cfg, layout: {})
     positions: str = "rice"  # "rice" (Golomb-Rice, compress.wire) or "int32" (methods.rawpos)
+    pack_values: bool = True  # int32 only: pack values as wire v2 does (False: plain values)
     train: tuple[str, ...] = ALL_KINDS  # tensor kinds updated by local training
     share: tuple[str, ...] = ALL_KINDS  # kinds uploaded and aggregated; trained-only stay local
 
@@ -79,10 +80,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "evaluated per client)",
             "Guo et al. 2025, 'Selective Aggregation for Low-Rank Adaptation in Federated "
             "Learning' (ICLR 2025)", _dense, share=("A",)),
-    Variant("topk-ef", "uniform top-k of the whole delta plus residual, raw int32 positions, "
-            "budget-matched to ecolora",
+    Variant("topk-ef", "uniform top-k of the whole delta plus residual, raw int32 positions "
+            "and plain values, budget-matched to ecolora",
             "Stich et al. 2018, 'Sparsified SGD with Memory' (NeurIPS); Lin et al. 2018, "
-            "'Deep Gradient Compression' (ICLR)", _topk_ef, positions="int32"),
+            "'Deep Gradient Compression' (ICLR)", _topk_ef, positions="int32",
+            pack_values=False),
     Variant("ecolora", "one round-robin segment, top-k at rho_a/rho_b with error feedback, "
             "Golomb-Rice positions",
             "Liu et al. 2025, 'EcoLoRA' (EMNLP 2025); spec §4-§7"),
@@ -93,6 +95,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("eco-no-ef", "ecolora without the error-feedback residual",
             "EcoLoRA ablation of spec §5.4",
             lambda cfg, layout: dict(error_feedback=False)),
-    Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice",
+    Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice (values "
+            "coded as ecolora's)",
             "EcoLoRA ablation of spec §6", positions="int32"),
 ]}
