@@ -1,6 +1,8 @@
 """EcoLoRA against FedIT on one task over several seeds: accuracy, bytes, rounds to reach.
 
-    python benchmarks/ecolora_vs_fedit.py --seeds 0 1 2 [--set key=value ...] [--out DIR]
+    python benchmarks/ecolora_vs_fedit.py --seeds 0 1 2 [--set key=value ...] [--workers 2]
+        [--out DIR]
+    python benchmarks/ecolora_vs_fedit.py --seeds 0 1 2 --from-compare runs/compare --out DIR
 
 For each seed both methods run with the same data, partition and LoRA init. Reported per seed:
 FedIT's final exact match F; the first eval round at which each method reaches F - 1 point; the
@@ -16,16 +18,21 @@ import sys
 from pathlib import Path
 
 from ecolora.config import RunConfig, merge, parse_set
-from ecolora.runtime.setup import build
-from ecolora.runtime.sim import simulate
+from ecolora.report.results import write_json
+from ecolora.runtime.batch import job_for, run_jobs_parallel
 
 
-def run(method: str, seed: int, sets: list[str], eco_sets: list[str]) -> list[dict]:
+def job(method: str, seed: int, sets: list[str], eco_sets: list[str]):
     over = parse_set(sets + (eco_sets if method == "ecolora" else []))
-    over.setdefault("fed", {})["seed"] = seed
-    over["fed"]["eval_every"] = 1
-    cfg = merge(RunConfig(), {"method": method, **over})
-    return simulate(build(cfg))["rounds"]
+    over.setdefault("fed", {})["eval_every"] = 1
+    return job_for(method, merge(RunConfig(), over), seed)
+
+
+def read_rows(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    if any("eval_accuracy" not in r for r in rows):
+        sys.exit(f"error: {path} was not evaluated every round (use --set fed.eval_every=1)")
+    return rows
 
 
 def reach(rows: list[dict], target: float) -> tuple[int | None, int]:
@@ -44,12 +51,22 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--eco-set", dest="eco_sets", action="append", default=[],
                     help="overrides for the ecolora runs only")
+    ap.add_argument("--workers", type=int, default=1, help="processes (one run each)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--from-compare", type=Path, metavar="DIR",
+                    help="no new runs: read DIR/runs/{fedit,ecolora}-seedS/metrics.jsonl of an "
+                    "`ecolora compare` run made with --set fed.eval_every=1")
     args = ap.parse_args()
+    if args.from_compare:
+        rows = [read_rows(args.from_compare / "runs" / f"{m}-seed{s}" / "metrics.jsonl")
+                for s in args.seeds for m in ("fedit", "ecolora")]
+    else:
+        jobs = [job(m, s, args.sets, args.eco_sets)
+                for s in args.seeds for m in ("fedit", "ecolora")]
+        rows = [rec.rows for rec in run_jobs_parallel(jobs, args.workers)]
     table = []
-    for seed in args.seeds:
-        fed = run("fedit", seed, args.sets, [])
-        eco = run("ecolora", seed, args.sets, args.eco_sets)
+    for i, seed in enumerate(args.seeds):
+        fed, eco = rows[2 * i], rows[2 * i + 1]
         final_f = fed[-1]["eval_accuracy"]
         final_e = eco[-1]["eval_accuracy"]
         target = final_f - 0.01
@@ -82,7 +99,7 @@ def main() -> None:
               f"| {100 * r['upload_ratio_per_round']:.1f}% |")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "ecolora_vs_fedit.json").write_text(json.dumps(table, indent=2))
+        write_json(args.out / "ecolora_vs_fedit.json", table)
     sys.exit(0)
 
 

@@ -113,7 +113,8 @@ class FedConfig:
     batch_size: int = _knob(8, "examples per local step")
     lr: float = _knob(1e-2, "client AdamW learning rate")
     lr_schedule: str = _knob(
-        "constant", "client lr over rounds [§8]", ("constant", "cosine", "inv_sqrt")
+        "cosine", "client lr over the run's steps, cosine = base to 10% of base; the theory "
+        "needs a decaying lr [INF §8]", ("constant", "cosine", "inv_sqrt")
     )
     weight_decay: float = _knob(0.0, "AdamW weight decay")
     eval_every: int = _knob(5, "evaluate the global model every N rounds (and after the last)")
@@ -149,18 +150,21 @@ class CompressConfig:
     rho_a: float = _knob(0.05, "kept fraction of each uploaded A tensor [INF §5.2]")
     rho_b: float = _knob(0.2, "kept fraction of each uploaded B tensor [INF §5.2]")
     sparsity_schedule: str = _knob(
-        "constant", "how densities change over rounds [INF §5.3]",
+        "exp", "how densities change over rounds; exp = geometric warm-up from rho_start, "
+        "which closes EcoLoRA's early-round lag behind FedIT [INF §5.3]",
         ("constant", "linear", "exp", "energy_split"),
     )
-    rho_start: float = _knob(1.0, "density at round 0 for linear/exp schedules [INF §5.3]")
-    schedule_rounds: int = _knob(10, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
+    rho_start: float = _knob(0.5, "density at round 0 for linear/exp schedules [INF §5.3]")
+    schedule_rounds: int = _knob(5, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
     topk_scope: str = _knob(
-        "per_tensor", "top-k per tensor or across the segment [INF §5.1]",
-        ("per_tensor", "per_segment"),
+        "per_segment", "top-k per tensor (rho_a/rho_b each), across the whole segment (the "
+        "rho_a/rho_b budgets pooled: the largest entries win, A or B), or across the segment's "
+        "A and across its B tensors [INF §5.1]", ("per_tensor", "per_segment", "per_kind"),
     )
     error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
     residual_scope: str = _knob(
-        "sparsified_only", "residual covers the sent segment only, or all unsent parts [INF §5.4]",
+        "all_untransmitted", "residual keeps everything not sent (the unsent segments too, sent "
+        "when their turn comes), or only what top-k dropped from the sent segment [INF §5.4]",
         ("sparsified_only", "all_untransmitted"),
     )
     residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")

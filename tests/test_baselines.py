@@ -88,6 +88,19 @@ def test_topk_ef_is_budget_matched_with_raw_int32_positions():
     assert kept_topk.residual is not None  # error feedback
 
 
+def test_topk_ef_budget_follows_the_warm_up():
+    cfg = CompressConfig(sparsity_schedule="exp", rho_start=0.5, schedule_rounds=5)
+    topk, eco = build_method("topk-ef", cfg, LAYOUT), build_method("ecolora", cfg, LAYOUT)
+    assert topk.cfg.sparsity_schedule == "exp" and topk.cfg.rho_start == 0.25
+    kept = []
+    for r in range(7):  # warm-up rounds, then the steady state
+        t = topk.client_update(deltas(2), None, 0, r).nonzeros
+        e = np.mean([eco.client_update(deltas(2), None, k, r).nonzeros for k in (0, 1)])
+        assert abs(t / e - 1) <= 0.07
+        kept.append(t)
+    assert kept[0] > 3 * kept[-1] and kept[5] == kept[6]
+
+
 def test_no_golomb_sends_the_same_values_in_more_bytes():
     eco = build_method("ecolora", CompressConfig(), LAYOUT)
     raw = build_method("eco-no-golomb", CompressConfig(), LAYOUT)
@@ -192,3 +205,18 @@ def test_rawpos_packs_values_like_wire_when_smaller():
         assert out.records[1].indices is None
     with pytest.raises(CorruptPayloadError):
         rawpos.decode(packed[:-5] + packed[-4:])
+
+
+@pytest.mark.parametrize("name", ["topk-ef", "eco-no-golomb", "ecolora"])
+def test_full_state_and_broadcasts_apply_for_every_position_coding(name):
+    """The full state is a wire frame for every method (a node resyncing on Flower decodes it);
+    an int32 variant's broadcast deltas are in its own framing."""
+    method = build_method(name, CompressConfig(), LAYOUT)
+    params = deltas(5)
+    full = method.apply_broadcast(method.encode_full_state(params, 3), ZERO, replace=True)
+    for got, want in zip(full, params, strict=True):
+        np.testing.assert_array_equal(got, want)
+    down = method.encode_broadcast(deltas(6), 3, ServerState())
+    moved = method.apply_broadcast(down, params)
+    for got, p, d in zip(moved, params, deltas(6), strict=True):
+        np.testing.assert_allclose(got, p + d.astype(np.float16).astype(np.float32), rtol=1e-6)

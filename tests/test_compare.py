@@ -84,8 +84,10 @@ def _csv(path: Path) -> list[dict]:
 
 def test_compare_end_to_end_and_parity_with_run(tiny_model_dir, alpaca_file, tmp_path):
     out = tmp_path / "cmp"
+    # two worker processes, each building its own setup: rows must still equal a fresh run's
     res = ecolora("compare", "--methods", "fedit,ecolora", "--seeds", "2", "--network", "mobile",
-                  "--model", tiny_model_dir, "--dataset", alpaca_file, "--out", out, *FAST)
+                  "--model", tiny_model_dir, "--dataset", alpaca_file, "--out", out,
+                  "--workers", "2", *FAST)
     assert res.returncode == 0, res.stderr
     for name in ("compare.md", "compare.csv", "runs.csv", "acc_vs_upload.png",
                  "loss_vs_round.png", "time_breakdown.png"):
@@ -136,6 +138,7 @@ def test_sweep_end_to_end(tiny_model_dir, alpaca_file, tmp_path):
     (["compare", "--methods", "fedit,nope"], "unknown method 'nope'"),
     (["compare", "--network", "satellite"], "unknown network preset"),
     (["compare", "--seeds", "0"], "--seeds must be >= 1"),
+    (["compare", "--workers", "0"], "--workers must be >= 1"),
     (["compare", "--methods", "ecolora+up"], "suffix"),
     (["sweep", "--axis", "bogus", "--values", "1"], "unknown sweep axis"),
     (["sweep", "--axis", "clients", "--values", "0"], "`clients` must be >= 1"),

@@ -24,6 +24,7 @@ from flwr.serverapp import Grid  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from ecolora.runtime.flower import client_app, server_app  # noqa: E402
+from ecolora.runtime.flower import protocol as P  # noqa: E402
 from ecolora.runtime.flower.config import from_run_config  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "flower"
@@ -44,6 +45,7 @@ class LoopbackGrid(Grid):
         self.garbled = garbled  # nodes whose train replies have the wrong shape
         self.inbox: dict[str, Message] = {}
         self.train_calls: dict[int, int] = {}
+        self.syncs: list[tuple[int, int, str, int]] = []  # (round, node, sync, len(model))
 
     def create_message(self, *args, **kwargs):  # pragma: no cover - not used by the app
         raise NotImplementedError
@@ -79,6 +81,8 @@ class LoopbackGrid(Grid):
             node = msg.metadata.dst_node_id
             if msg.metadata.message_type == "train":
                 t = self.train_calls[node] = self.train_calls.get(node, -1) + 1
+                ins = P.parse_train(msg.content)
+                self.syncs.append((ins.round, node, ins.sync, len(ins.model)))
                 if t in self.silent.get(node, set()):
                     continue  # the reply never comes
             try:
@@ -129,8 +133,8 @@ def test_loopback_grid_matches_simulator(method, tiny_model_dir, alpaca_file, tm
     summary = run(LoopbackGrid(rc), rc)
     rows = read_rows(tmp_path)
     sim = simulate(build(from_run_config(rc)[0]))["rounds"]
-    for key in ("upload_bytes", "upload_nonzeros", "download_bytes", "clients", "train_loss",
-                "eval_loss", "comm_s"):
+    for key in ("upload_bytes", "upload_nonzeros", "download_bytes", "upload_bytes_max",
+                "download_bytes_max", "clients", "train_loss", "eval_loss", "comm_s"):
         assert [r[key] for r in rows] == [r[key] for r in sim], key
     assert summary["rejected_uploads"] == 0
 
@@ -139,13 +143,18 @@ def test_silent_node_round_closes_and_resyncs(tiny_model_dir, alpaca_file, tmp_p
     """Node of client 1 misses round 2: the round closes without it after the timeout, and in
     round 3 it gets the full state (it holds round 1's global) instead of the delta."""
     rc = run_config(tiny_model_dir, alpaca_file, tmp_path)
-    run(LoopbackGrid(rc, silent={101: {1}}), rc)
+    grid = LoopbackGrid(rc, silent={101: {1}})
+    run(grid, rc)
     r1, r2, r3 = read_rows(tmp_path)
     assert r2["clients"] == 2 and "1" in r2["dropped"] and "timeout" in r2["dropped"]["1"]
-    assert r1["download_bytes"] % 3 == 0
-    full = r1["download_bytes"] // 3  # round 1: everyone gets the full state
-    delta = r2["download_bytes"] // 3  # round 2: all synced in round 1, all get the delta
-    assert r3["download_bytes"] == full + 2 * delta
+    sync = {(t, node): kind for t, node, kind, _ in grid.syncs}
+    # round 1: everyone gets the full state; round 2: all synced, all get the delta;
+    # round 3: node 101 missed round 2 and gets the full state, the others the delta
+    assert [sync[0, n] for n in (100, 101, 102)] == ["full"] * 3
+    assert [sync[1, n] for n in (100, 101, 102)] == ["delta"] * 3
+    assert [sync[2, n] for n in (100, 101, 102)] == ["delta", "full", "delta"]
+    for t, row in enumerate((r1, r2, r3)):  # the rows count exactly what was sent
+        assert row["download_bytes"] == sum(n for r, _, _, n in grid.syncs if r == t)
     assert r3["clients"] == 3 and not r3["dropped"] and not r3["rejected"]
 
 

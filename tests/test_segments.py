@@ -67,7 +67,8 @@ def test_too_many_segments_is_a_config_error():
 
 def test_a_and_b_budgets_differ():
     lay = layout(1)
-    cfg = CompressConfig(rho_a=0.1, rho_b=0.5)
+    cfg = CompressConfig(rho_a=0.1, rho_b=0.5, sparsity_schedule="constant",
+                         topk_scope="per_tensor")
     seg = make_segments(lay, 1, "module")[0]
     vals = [np.random.default_rng(i).normal(size=p.size).astype(np.float32)
             for i, p in enumerate(seg)]
@@ -93,7 +94,8 @@ def test_energy_split_moves_budget_to_the_energetic_kind():
     seg = make_segments(lay, 1, "module")[0]
     vals = [np.full(p.size, 10.0 if lay.tensors[p.tensor].kind == "B" else 0.01, np.float32)
             for p in seg]
-    cfg = CompressConfig(rho_a=0.2, rho_b=0.2, sparsity_schedule="energy_split")
+    cfg = CompressConfig(rho_a=0.2, rho_b=0.2, sparsity_schedule="energy_split",
+                         topk_scope="per_tensor")
     kept = sparsify(vals, seg, lay, 0, cfg)
     n_a = sum(len(k) for p, k in zip(seg, kept, strict=True) if lay.tensors[p.tensor].kind == "A")
     n_b = sum(len(k) for p, k in zip(seg, kept, strict=True) if lay.tensors[p.tensor].kind == "B")
@@ -103,3 +105,23 @@ def test_energy_split_moves_budget_to_the_energetic_kind():
     # ties go to the lower index, so a whole tensor may be kept (None: sent dense)
     kept_all = sum(p.size if k is None else len(k) for p, k in zip(seg, per_segment, strict=True))
     assert kept_all == pytest.approx(n_a + n_b, rel=0.05)
+
+
+def test_per_kind_scope_keeps_the_ab_split_and_moves_budget_between_layers():
+    lay = layout(2)
+    seg = make_segments(lay, 1, "module")[0]
+    rng = np.random.default_rng(3)
+    # layer 0 has 10x larger updates than layer 1: its tensors should take most of the budget
+    vals = [rng.normal(size=p.size).astype(np.float32) * (10.0 if j < len(seg) // 2 else 1.0)
+            for j, p in enumerate(seg)]
+    cfg = CompressConfig(rho_a=0.1, rho_b=0.3, sparsity_schedule="constant", topk_scope="per_kind")
+    kept = sparsify(vals, seg, lay, 0, cfg)
+    per_tensor = sparsify(vals, seg, lay, 0, replace(cfg, topk_scope="per_tensor"))
+    for kind in ("A", "B"):
+        idx = [j for j, p in enumerate(seg) if lay.tensors[p.tensor].kind == kind]
+        count = [seg[idx[0]].size if kept[j] is None else len(kept[j]) for j in idx]
+        assert sum(count) == sum(len(per_tensor[j]) for j in idx)  # the kind's budget holds
+        assert count[0] > 2 * count[-1]  # and flows to the layer with larger updates
+        mags = np.concatenate([np.abs(vals[j]) for j in idx])
+        mask = np.concatenate([np.isin(np.arange(seg[j].size), kept[j]) for j in idx])
+        assert mags[mask].min() >= mags[~mask].max()  # top-k across the kind

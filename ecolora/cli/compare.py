@@ -57,12 +57,19 @@ def seed_list(cfg: RunConfig, seeds: int) -> list[int]:
     return [cfg.fed.seed + i for i in range(seeds)]
 
 
-def run_all(jobs: list, out: Path, quiet: bool, folder=None) -> list:
+WORKERS_HELP = ("processes running the runs (method x seed x value) side by side; each uses "
+                "model.threads torch threads, so keep workers x threads <= cores")
+
+
+def run_all(jobs: list, out: Path, quiet: bool, folder=None, workers: int = 1) -> list:
     """Run the jobs with one progress bar; each run's metrics go to OUT/runs/..."""
     from tqdm import tqdm
 
     from ecolora.report.results import summarize, write_json, write_jsonl
-    from ecolora.runtime.batch import run_jobs
+    from ecolora.runtime.batch import run_jobs_parallel
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
 
     total = sum(j.cfg.fed.rounds for j in jobs)
     bar = tqdm(total=total, unit="round", disable=quiet)
@@ -72,7 +79,7 @@ def run_all(jobs: list, out: Path, quiet: bool, folder=None) -> list:
         return folder(job) if folder else f"{job.label}-seed{job.cfg.fed.seed}"
 
     def on_start(job) -> None:
-        bar.set_description(name(job))
+        bar.set_description(name(job) if workers == 1 else f"{workers} workers")
 
     def on_round(job, row) -> None:
         post = {"loss": f"{row['train_loss']:.3f}"}
@@ -81,7 +88,7 @@ def run_all(jobs: list, out: Path, quiet: bool, folder=None) -> list:
         bar.set_postfix(post)
         bar.update(1)
 
-    for rec in run_jobs(jobs, on_round, on_start):
+    for rec in run_jobs_parallel(jobs, workers, on_round, on_start):
         where = out / "runs" / name(rec.job)
         write_jsonl(where / "metrics.jsonl", rec.rows)
         write_json(where / "summary.json", summarize(rec.rows, rec.initial, rec.job.cfg.to_dict(),
@@ -122,6 +129,7 @@ def compare(
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
     = False,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
 ) -> None:
     """Run several methods on the same data, partition and seeds; write a comparison report."""
     from ecolora.report.compare import write_compare
@@ -134,7 +142,7 @@ def compare(
         labels.insert(labels.index("ecolora") + 1, "ecolora+down")
     seed_ids = seed_list(cfg, seeds)
     jobs = [job_for(label, cfg, s) for s in seed_ids for label in labels]  # validates all
-    records = run_all(jobs, out, quiet)
+    records = run_all(jobs, out, quiet, workers=workers)
     write_compare(out, records, meta_for(cfg, seed_ids, net_name, "Method comparison"))
     from ecolora.report.compare import aggregate, run_summary
 

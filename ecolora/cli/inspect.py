@@ -23,7 +23,7 @@ def inspect(
     msg = wire.decode(buf, max_numel=max_numel)
     kind = "update" if msg.kind == wire.KIND_UPDATE else "broadcast"
     seg = "all" if msg.segment == wire.ALL_SEGMENTS else msg.segment
-    typer.echo(f"{kind} v{wire.VERSION}, round {msg.round}, segment {seg}, dtype {msg.dtype}, "
+    typer.echo(f"{kind} v{msg.version}, round {msg.round}, segment {seg}, dtype {msg.dtype}, "
                f"{len(msg.records)} records, {len(buf)} bytes")
     for r in msg.records:
         k = r.n if r.indices is None else len(r.indices)

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ecolora.cli.compare import NETWORK_HELP, meta_for, parse_methods, resolve, run_all, seed_list
+from ecolora.cli.compare import (
+    NETWORK_HELP,
+    WORKERS_HELP,
+    meta_for,
+    parse_methods,
+    resolve,
+    run_all,
+    seed_list,
+)
 from ecolora.config import SECTIONS, RunConfig
 from ecolora.errors import ConfigError
 
@@ -94,6 +102,7 @@ def sweep(
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
     = False,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
 ) -> None:
     """Sweep one ablation axis over values x methods x seeds; write its table and plot."""
     from ecolora.report.sweep import write_sweep
@@ -115,7 +124,8 @@ def sweep(
             for v in points for s in seed_ids for label in labels]  # validates every config
     slug = axis.replace(".", "_")
     records = run_all(jobs, out, quiet,
-                      folder=lambda j: f"{slug}={j.value}/{j.label}-seed{j.cfg.fed.seed}")
+                      folder=lambda j: f"{slug}={j.value}/{j.label}-seed{j.cfg.fed.seed}",
+                      workers=workers)
     meta = meta_for(cfg, seed_ids, net_name, f"Sweep over {axis}") | {"axis_help": axis_help}
     paths = write_sweep(out, axis, records, meta)
     typer.echo(f"report: {paths[0]}")

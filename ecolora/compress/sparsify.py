@@ -141,18 +141,30 @@ def sparsify(
     values: Sequence[np.ndarray], pieces: Sequence[Piece], layout: AdapterLayout,
     round_: int, cfg: CompressConfig,
 ) -> list[np.ndarray | None]:
-    """Kept indices per piece (None = keep all, sent dense) under ``cfg.topk_scope``."""
+    """Kept indices per piece (None = keep all, sent dense) under ``cfg.topk_scope``.
+
+    ``per_tensor`` keeps each piece's budget inside the piece. ``per_segment`` pools every
+    piece's budget and keeps the segment's largest entries, wherever they are; ``per_kind`` does
+    the same within A pieces and within B (and other) pieces, so the rho_a/rho_b split holds
+    while budget still moves between tensors (layers) whose updates differ in size (spec §5.1).
+    """
     budgets = piece_budgets(values, pieces, layout, round_, cfg)
-    if cfg.topk_scope == "per_segment" and len(pieces) > 1:
-        flat = np.concatenate([np.asarray(v) for v in values])
-        chosen = topk_indices(flat, sum(budgets))
-        bounds = np.cumsum([0] + [p.size for p in pieces])
-        out = []
-        for j, p in enumerate(pieces):
-            sel = chosen[(chosen >= bounds[j]) & (chosen < bounds[j + 1])] - bounds[j]
-            out.append(None if sel.size == p.size else sel)
-        return out
-    return [
-        None if k >= p.size else topk_indices(np.asarray(v), k)
-        for v, p, k in zip(values, pieces, budgets, strict=True)
-    ]
+    if cfg.topk_scope == "per_tensor" or len(pieces) < 2:
+        return [
+            None if k >= p.size else topk_indices(np.asarray(v), k)
+            for v, p, k in zip(values, pieces, budgets, strict=True)
+        ]
+    if cfg.topk_scope == "per_segment":
+        groups = [list(range(len(pieces)))]
+    else:
+        is_a = [layout.tensors[p.tensor].kind == "A" for p in pieces]
+        groups = [[j for j, a in enumerate(is_a) if a], [j for j, a in enumerate(is_a) if not a]]
+    out: list[np.ndarray | None] = [None] * len(pieces)
+    for group in filter(None, groups):
+        flat = np.concatenate([np.asarray(values[j]) for j in group])
+        chosen = topk_indices(flat, sum(budgets[j] for j in group))
+        bounds = np.cumsum([0] + [pieces[j].size for j in group])
+        for g, j in enumerate(group):
+            sel = chosen[(chosen >= bounds[g]) & (chosen < bounds[g + 1])] - bounds[g]
+            out[j] = None if sel.size == pieces[j].size else sel
+    return out

@@ -54,15 +54,21 @@ def _dense(cfg: CompressConfig, layout: AdapterLayout) -> dict:
 
 def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S.
+    # A warm-up (linear/exp) is kept with its start divided by S too, so the budget matches in
+    # the warm-up rounds as well; energy_split is EcoLoRA's own A/B split and becomes constant.
     rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
+    schedule = "constant" if cfg.sparsity_schedule == "energy_split" else cfg.sparsity_schedule
     return dict(num_segments=1, rho_a=rho, rho_b=rho, error_feedback=True,
-                sparsity_schedule="constant", topk_scope="per_tensor")
+                sparsity_schedule=schedule, rho_start=cfg.rho_start / cfg.num_segments,
+                topk_scope="per_tensor")
 
 
 def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    # one fixed density in every tensor: no A/B split and no pooling across the segment
+    # (pooled top-k would re-create an adaptive split from the magnitudes)
     rho = uniform_density(cfg, layout)
     schedule = "constant" if cfg.sparsity_schedule == "energy_split" else cfg.sparsity_schedule
-    return dict(rho_a=rho, rho_b=rho, sparsity_schedule=schedule)
+    return dict(rho_a=rho, rho_b=rho, sparsity_schedule=schedule, topk_scope="per_tensor")
 
 
 def _seg_only(cfg: CompressConfig, layout: AdapterLayout) -> dict:
@@ -90,7 +96,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "Liu et al. 2025, 'EcoLoRA' (EMNLP 2025); spec §4-§7"),
     Variant("eco-seg-only", "one round-robin segment, dense (no sparsification, no EF)",
             "EcoLoRA ablation, spec §4 only", _seg_only),
-    Variant("eco-no-ab", "ecolora with one budget-matched density for A and B",
+    Variant("eco-no-ab", "ecolora with one budget-matched density in every tensor (no A/B "
+            "split, no pooling across the segment)",
             "EcoLoRA ablation of spec §5.2 (A/B-specific sparsity)", _no_ab),
     Variant("eco-no-ef", "ecolora without the error-feedback residual",
             "EcoLoRA ablation of spec §5.4",

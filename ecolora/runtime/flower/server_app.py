@@ -189,6 +189,8 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
             "upload_bytes": int(sum(up)),
             "upload_nonzeros": int(sum(results[k].nonzeros for k in order)),
             "download_bytes": int(sum(down)),
+            "upload_bytes_max": max(up, default=0),  # the slowest transfer sets comm time
+            "download_bytes_max": max(down, default=0),
             "compute_s": max((results[k].compute_s for k in order), default=0.0),
             "comm_s": round_comm_s(up, down, cfg.network),
             "rejected": rejected,
