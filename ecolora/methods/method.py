@@ -191,8 +191,7 @@ class Method:
         """Decode a broadcast and add it to ``params`` (or replace them for a full state)."""
         # the full state is a wire frame for every method; int32 variants' deltas are rawpos
         raw = self.variant.positions == "int32" and payload[4:5] == bytes([rawpos.RAW_VERSION])
-        msg = self._decode(payload) if raw else wire.decode(payload,
-                                                            max_numel=self.cfg.max_tensor_numel)
+        msg = (rawpos if raw else wire).decode(payload, max_numel=self.cfg.max_tensor_numel)
         if msg.kind != wire.KIND_BROADCAST:
             raise CorruptPayloadError("kind", 5, "not a broadcast")
         out = [np.zeros_like(p) if replace else p.copy() for p in params]

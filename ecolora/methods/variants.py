@@ -52,23 +52,24 @@ def _dense(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     return dict(_DENSE)
 
 
-def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
-    # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S.
-    # A warm-up (linear/exp) is kept with its start divided by S too, so the budget matches in
-    # the warm-up rounds as well; energy_split is EcoLoRA's own A/B split and becomes constant.
-    rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
+def _uniform(cfg: CompressConfig, rho: float) -> dict:
+    """One density ``rho`` in every tensor, top-k per tensor (pooling across the segment would
+    re-create an adaptive split from the magnitudes). A warm-up (linear/exp) is kept;
+    energy_split is EcoLoRA's own A/B split and becomes constant."""
     schedule = "constant" if cfg.sparsity_schedule == "energy_split" else cfg.sparsity_schedule
-    return dict(num_segments=1, rho_a=rho, rho_b=rho, error_feedback=True,
-                sparsity_schedule=schedule, rho_start=cfg.rho_start / cfg.num_segments,
-                topk_scope="per_tensor")
+    return dict(rho_a=rho, rho_b=rho, sparsity_schedule=schedule, topk_scope="per_tensor")
+
+
+def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
+    # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S,
+    # the warm-up's start too, so that the budget matches in the warm-up rounds as well.
+    rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
+    return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True,
+                rho_start=cfg.rho_start / cfg.num_segments)
 
 
 def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
-    # one fixed density in every tensor: no A/B split and no pooling across the segment
-    # (pooled top-k would re-create an adaptive split from the magnitudes)
-    rho = uniform_density(cfg, layout)
-    schedule = "constant" if cfg.sparsity_schedule == "energy_split" else cfg.sparsity_schedule
-    return dict(rho_a=rho, rho_b=rho, sparsity_schedule=schedule, topk_scope="per_tensor")
+    return _uniform(cfg, uniform_density(cfg, layout))
 
 
 def _seg_only(cfg: CompressConfig, layout: AdapterLayout) -> dict:
