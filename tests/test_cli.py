@@ -45,14 +45,16 @@ def test_two_round_run_writes_results(method, tiny_model_dir, alpaca_file, tmp_p
 
 
 def test_same_seed_same_metrics(tiny_model_dir, alpaca_file, tmp_path):
+    """Also across thread counts: one thread against auto (timed, 1 or 2 here) and against 2."""
     runs = []
-    for name in ("a", "b"):
+    for name, threads in (("a", "1"), ("b", "0"), ("b2", "2")):
         res = ecolora("run", "--model", tiny_model_dir, "--dataset", alpaca_file,
-                      "--out", tmp_path / name, "--seed", "3", *FAST)
+                      "--out", tmp_path / name, "--seed", "3", *FAST,
+                      "--set", f"model.threads={threads}")
         assert res.returncode == 0, res.stderr
         runs.append([{k: v for k, v in r.items() if k != "compute_s"}
                      for r in metrics(tmp_path / name)])
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[1] == runs[2]
     other = ecolora("run", "--model", tiny_model_dir, "--dataset", alpaca_file,
                     "--out", tmp_path / "c", "--seed", "4", *FAST)
     assert other.returncode == 0
@@ -84,6 +86,7 @@ BAD = [
     ("density > 1", lambda t: ["run", "--set", "rho_a=1.5"], "`rho_a` must be in (0.0, 1.0]"),
     ("density 0", lambda t: ["run", "--set", "rho_b=0"], "`rho_b` must be in (0.0, 1.0]"),
     ("bad type", lambda t: ["run", "--set", "rounds=many"], "`rounds` expects int"),
+    ("negative threads", lambda t: ["run", "--set", "threads=-2"], "`threads` must be >= 0"),
     ("missing config", lambda t: ["run", "--config", t / "nope.toml"], "config file not found"),
     ("missing file", lambda t: ["run", "--dataset", t / "nope.jsonl"], "dataset file not found"),
     ("malformed line", lambda t: ["run", "--dataset", _bad_jsonl(t)], "bad.jsonl:2: invalid JSON"),
@@ -157,3 +160,5 @@ def test_embedded_default_two_rounds(method, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["initial_eval_accuracy"] < 0.10  # the base cannot do the task yet
     assert summary["config"]["model"]["name"] == "embedded"
+    threads = summary["torch_threads"]
+    assert threads["chosen"] in threads["candidates"] and threads["seconds_per_step"]

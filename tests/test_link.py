@@ -90,13 +90,21 @@ def test_presets_are_asymmetric_and_feed_the_round_model():
 
 
 def _measure(link: EmulatedLink, msgs: dict[str, tuple[str, bytes]], up: float, down: float,
-             latency_ms: float) -> list[tuple[str, int, float, float]]:
+             latency_ms: float, repeats: int = 3) -> list[tuple[str, int, float, float]]:
+    """(name, bytes, measured s, model s) per message; measured is the best of ``repeats``.
+
+    Why the minimum: the link is exact, but the sender, receiver and relay are processes on a
+    shared CPU, and a busy machine can only add time (one run measured the 303 kB full state
+    at 142 ms against 127 ms while other work ran; alone it is within 1%). The model is then
+    checked against the transfer as the link allows it, not against the scheduler.
+    """
     rows = []
     for direction, mbps in (("up", up), ("down", down)):
         names = [k for k, (d, _) in msgs.items() if d == direction]
         sizes = [len(msgs[k][1]) + 8 for k in names]  # + our 8-byte length prefix
-        for name, size, got in zip(names, sizes, link.transfer_times(sizes, direction),
-                                   strict=True):
+        times = link.transfer_times(sizes * repeats, direction)
+        for i, (name, size) in enumerate(zip(names, sizes, strict=True)):
+            got = min(times[i :: len(names)])
             rows.append((name, size, got, transfer_s(size, mbps, latency_ms)))
     return rows
 

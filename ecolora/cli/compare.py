@@ -57,8 +57,9 @@ def seed_list(cfg: RunConfig, seeds: int) -> list[int]:
     return [cfg.fed.seed + i for i in range(seeds)]
 
 
-WORKERS_HELP = ("processes running the runs (method x seed x value) side by side; each uses "
-                "model.threads torch threads, so keep workers x threads <= cores")
+WORKERS_HELP = ("processes running the runs (method x seed x value) side by side; with "
+                "model.threads=0 each gets cores/workers torch threads, else model.threads, so "
+                "keep workers x threads <= cores")
 
 
 def run_all(jobs: list, out: Path, quiet: bool, folder=None, workers: int = 1) -> list:

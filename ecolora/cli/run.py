@@ -106,7 +106,8 @@ def run(
     adapter = export_adapter(setup.model, setup.tokenizer, result["params"], out)
     summary = summarize(rows, result["initial"], cfg.to_dict(), time.perf_counter() - start,
                         {"lora_parameters": setup.layout.numel, "truncated_examples":
-                         setup.truncated, "client_sizes": [len(c) for c in setup.clients]})
+                         setup.truncated, "client_sizes": [len(c) for c in setup.clients],
+                         "torch_threads": setup.threads.report()})
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
     write_json(out / "summary.json", summary)
     s = summary

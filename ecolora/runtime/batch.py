@@ -12,7 +12,7 @@ clients, alpha or rank), and only the current one is held in memory.
 it is derived from the config), so a comparison uses several cores; results come back in job
 order and equal a sequential run's (only the measured ``compute_s`` differs). Jobs are not
 grouped by setup there: one job per task balances the workers, and a build costs seconds
-against a run's minutes.
+against a run's minutes. A worker's ``model.threads=0`` becomes cores // workers.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from ecolora.config import RunConfig, merge
 from ecolora.errors import ConfigError
+from ecolora.train.threads import usable_cores
 
 
 @dataclass
@@ -113,6 +114,15 @@ def _run_one(job: Job, i: int, events) -> RunRecord:
     return rec
 
 
+def _threads_at_most(job: Job, share: int) -> Job:
+    """Auto threads become a fixed share of the cores: workers timing thread counts against
+    each other would each see the others' load (train/threads.py), and results do not depend on
+    the count."""
+    if job.cfg.model.threads:
+        return job
+    return replace(job, cfg=replace(job.cfg, model=replace(job.cfg.model, threads=share)))
+
+
 def run_jobs_parallel(jobs: list[Job], workers: int,
                       on_round: Callable[[Job, dict], None] | None = None,
                       on_start: Callable[[Job], None] | None = None) -> list[RunRecord]:
@@ -120,10 +130,12 @@ def run_jobs_parallel(jobs: list[Job], workers: int,
     if workers <= 1 or len(jobs) <= 1:
         return list(run_jobs(jobs, on_round, on_start))
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-    with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(jobs)),
-                                                       mp_context=ctx) as pool:
+    workers = min(workers, len(jobs))
+    share = max(1, usable_cores() // workers)
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         events = manager.Queue()
-        futures = [pool.submit(_run_one, job, i, events) for i, job in enumerate(jobs)]
+        futures = [pool.submit(_run_one, _threads_at_most(job, share), i, events)
+                   for i, job in enumerate(jobs)]
 
         def drain(block: bool) -> None:
             while True:

@@ -22,6 +22,7 @@ def eval_options(setup: RunSetup) -> dict[str, Any]:
 
 def evaluate_global(setup: RunSetup, params: list[np.ndarray], round_: int) -> dict[str, float]:
     """Metrics of the global adapters; a few generated samples go to ``setup.on_samples``."""
+    setup.threads.use_best()
     metrics = evaluate(setup.model, params, setup.eval_data, setup.tokenizer.pad_token_id,
                        **eval_options(setup))
     emit_samples(setup, params, round_)

@@ -46,11 +46,12 @@ def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, 
     lrs = [lr_at(round_ * cfg.local_steps + e, total, cfg.lr, cfg.lr_schedule)
            for e in range(cfg.local_steps)]
     start = method.client_start(global_params, local)
-    result = train_local(
-        setup.model, start, setup.clients[client], cfg.local_steps, cfg.batch_size, lrs,
-        cfg.weight_decay, setup.tokenizer.pad_token_id, client_rng(cfg.seed, client, round_),
-        trainable=method.trainable_mask, objective=setup.objective,
-    )
+    with setup.threads.timed(cfg.local_steps):
+        result = train_local(
+            setup.model, start, setup.clients[client], cfg.local_steps, cfg.batch_size, lrs,
+            cfg.weight_decay, setup.tokenizer.pad_token_id, client_rng(cfg.seed, client, round_),
+            trainable=method.trainable_mask, objective=setup.objective,
+        )
     delta = [p - g for p, g in zip(result.params, start, strict=True)]
     upload = method.client_update(delta, residual, client, round_)
     return ClientResult(client, upload, result.loss, time.perf_counter() - t0,

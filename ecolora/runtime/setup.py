@@ -17,8 +17,10 @@ from ecolora.data.partition import partition_indices, partition_summary
 from ecolora.methods import Method, build_method
 from ecolora.train.batches import Example, tokenize_records
 from ecolora.train.evaluate import resolve_extract
-from ecolora.train.model import configure_threads, layout_of, load_model
+from ecolora.train.local import gradient_probe
+from ecolora.train.model import layout_of, load_model
 from ecolora.train.objectives import Objective, make_objective
+from ecolora.train.threads import ThreadTuner, thread_policy
 
 
 @dataclass
@@ -37,6 +39,7 @@ class RunSetup:
     answer_extract: str = "exact"  # data.answer_extract with 'auto' resolved
     partition: dict = field(default_factory=dict)  # partition_summary: clients x categories
     on_samples: Callable[[list[dict]], None] | None = None  # receives generated eval samples
+    threads: ThreadTuner = field(default_factory=lambda: ThreadTuner([1]))  # train/threads.py
 
 
 def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
@@ -76,13 +79,15 @@ def build(cfg: RunConfig) -> RunSetup:
                               alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed,
                               categories_per_client=cfg.data.categories_per_client)
     model, tok = load_model(cfg.model, cfg.fed.seed)
-    configure_threads(model, cfg.model.threads)
     layout = layout_of(model)
     method = build_method(cfg.method, cfg.compress, layout)
     objective = make_objective(cfg.fed.objective, cfg.fed.dpo_beta)
     examples, truncated = tokenize_records(train, tok, cfg.model.max_seq_len, objective.name)
     eval_data, t_eval = tokenize_records(evals, tok, cfg.model.max_seq_len, objective.name)
     clients = [[examples[i] for i in idx] for idx in parts]
+    sample = next((c for c in clients if c), examples)
+    probe = gradient_probe(model, sample, cfg.fed.batch_size, tok.pad_token_id, objective)
+    threads = thread_policy(model, cfg.model.threads, probe if sample else None)
     sizes = np.array([len(c) for c in clients], dtype=np.float64)
     return RunSetup(
         cfg=cfg, model=model, tokenizer=tok, layout=layout, method=method, clients=clients,
@@ -90,4 +95,5 @@ def build(cfg: RunConfig) -> RunSetup:
         categories=[[cats[i] for i in idx] for idx in parts], truncated=truncated + t_eval,
         objective=objective, partition=partition_summary(cats, parts),
         answer_extract=resolve_extract(cfg.data.answer_extract, [r["response"] for r in evals]),
+        threads=threads,
     )

@@ -38,6 +38,7 @@ def evaluate_clients(setup: RunSetup, params: list[np.ndarray],
     unweighted mean over clients, as FedSA-LoRA's evaluation averages per-client results.
     """
     pad = setup.tokenizer.pad_token_id
+    setup.threads.use_best()
     scores = [evaluate(setup.model, setup.method.client_start(params, local.get(k)),
                        setup.eval_data, pad, **eval_options(setup))
               for k in range(setup.cfg.fed.clients)]

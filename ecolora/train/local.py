@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,3 +70,27 @@ def train_local(
         for p in frozen:
             p.requires_grad_(True)
     return LocalResult(get_params(model), float(np.mean(losses)))
+
+
+def gradient_probe(model, data: list[Example], batch_size: int, pad_id: int,
+                   objective: Objective | None = None) -> Callable[[], list[torch.Tensor]]:
+    """One forward and backward pass on the first batch: [loss, *LoRA grads], no side effects.
+
+    ``train.threads`` runs it once per candidate thread count to keep only counts that change
+    no bit of the results. Torch's RNG and the examples' caches are left as they were.
+    """
+    objective = objective or Objective()
+    batch = [copy.copy(e) for e in data[:batch_size]]  # DPO caches reference log-probs on pairs
+
+    def probe() -> list[torch.Tensor]:
+        params = [p for _, p in lora_parameters(model)]
+        rng_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(0)
+            loss = objective.loss(model, [copy.copy(e) for e in batch], pad_id)
+            grads = torch.autograd.grad(loss, params)
+        finally:
+            torch.random.set_rng_state(rng_state)
+        return [loss.detach(), *grads]
+
+    return probe

@@ -13,7 +13,6 @@ unknown family falls back to peft's ``"all-linear"``; ``model.target_modules`` o
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -132,18 +131,3 @@ def get_params(model) -> list[np.ndarray]:
 def set_params(model, params: list[np.ndarray]) -> None:
     for (_, p), v in zip(lora_parameters(model), params, strict=True):
         p.copy_(torch.from_numpy(v).view(p.shape))
-
-
-SMALL_MODEL = 50_000_000
-
-
-def configure_threads(model, threads: int = 0) -> None:
-    """Pick torch's intra-op threads. ``threads=0`` means auto: one thread below 50M parameters,
-    where matrices are too small to split and extra threads spin (10 s instead of 0.05 s for a
-    local round on a loaded 2-core machine, measured), else every core this process may use."""
-    if threads <= 0:
-        if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
-            threads = 1
-        else:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    torch.set_num_threads(max(1, threads))
