@@ -171,6 +171,11 @@ class CompressConfig:
         ("sparsified_only", "all_untransmitted"),
     )
     residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
+    stale_decay: float = _knob(
+        0.0, "residual multiplied by this for every round the client was not sampled; 0 = a "
+        "returning client drops its stale residual, 1 = classic EF keeps it (ecolora's own "
+        "knob for partial participation, measured in the README) [INF §5.4]",
+    )
     golomb_param: str = _knob(
         "empirical_best", "Rice parameter rule [INF §6]",
         ("rice_kiely_floor", "rice_ceil", "empirical_best"),
@@ -194,6 +199,7 @@ class CompressConfig:
         for name in ("rho_a", "rho_b", "rho_start", "rho_down"):
             _check_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
         _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
+        _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
         if self.schedule_rounds < 1:
             raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")

@@ -118,3 +118,14 @@ def test_oversized_messages_are_refused_on_both_sides(monkeypatch):
         P.parse_train(P.train_content(P.TrainIns(2, 0, P.SYNC_DELTA, 1, b"y" * 17)))  # client
     small = P.TrainRes(3, 1, b"x" * 16, 1.5, 7, 0.25)
     assert P.parse_train_reply(P.train_reply(small)) == small
+
+
+def test_loopback_launcher_gives_each_node_a_share_of_the_cores():
+    from ecolora.runtime.flower.local import launcher_config
+
+    assert launcher_config("", 3, cores=8) == "fed.clients=3 model.threads=2"
+    assert launcher_config("fed.rounds=2", 4, cores=2) == (
+        "fed.clients=4 model.threads=1 fed.rounds=2")
+    # what the user set wins
+    assert launcher_config("model.threads=3 fed.clients=5", 2, cores=2) == (
+        "model.threads=3 fed.clients=5")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -113,6 +115,31 @@ def test_error_feedback_loses_nothing():
         local_total = [a + b for a, b in zip(local_total, d, strict=True)]
     for s, r, want in zip(sent_total, residual, local_total, strict=True):
         np.testing.assert_allclose(s + r, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("stale", [0.0, 0.5, 1.0])
+def test_stale_residual_is_scaled_per_missed_round(stale):
+    """A client back after missing rounds sends as if its residual were ``stale ** missed`` of
+    what it kept; with no missed round (full participation) the knob changes nothing."""
+    cfg = CompressConfig(num_segments=2, rho_a=0.1, rho_b=0.3, value_dtype="fp32",
+                         stale_decay=stale)
+    method = build_method("ecolora", cfg, LAYOUT)
+    residual = method.client_update(deltas(1), None, 0, 0).residual
+    d = deltas(2)
+    classic = build_method("ecolora", replace(cfg, stale_decay=1.0), LAYOUT)
+    assert method.client_update(d, residual, 0, 2, missed=0).payload == classic.client_update(
+        d, residual, 0, 2, missed=0).payload
+    got = method.client_update(d, residual, 0, 2, missed=2)
+    scaled = [r * np.float32(stale**2) for r in residual]
+    want = classic.client_update(d, scaled, 0, 2, missed=0)
+    assert got.payload == want.payload
+    for a, b in zip(got.residual, want.residual, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_topk_ef_keeps_classic_error_feedback():
+    method = build_method("topk-ef", CompressConfig(stale_decay=0.0), LAYOUT)
+    assert method.cfg.stale_decay == 1.0
 
 
 def test_upload_is_much_smaller_than_fedit():

@@ -63,9 +63,10 @@ def _uniform(cfg: CompressConfig, rho: float) -> dict:
 def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S,
     # the warm-up's start too, so that the budget matches in the warm-up rounds as well.
+    # classic error feedback, as DGC has it: a returning client keeps its whole residual
     rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
     return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True,
-                rho_start=cfg.rho_start / cfg.num_segments)
+                rho_start=cfg.rho_start / cfg.num_segments, stale_decay=1.0)
 
 
 def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:

@@ -33,11 +33,13 @@ def client_rng(seed: int, client: int, round_: int) -> np.random.Generator:
 
 def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, round_: int,
                  residual: list[np.ndarray] | None,
-                 local: list[np.ndarray] | None = None) -> ClientResult:
+                 local: list[np.ndarray] | None = None,
+                 last_round: int | None = None) -> ClientResult:
     """Train locally from the global adapters, then let the method encode the delta.
 
     ``local`` is what the method keeps on this client (FedSA-LoRA's own B); the method also says
-    which tensors train at all (FFA-LoRA freezes A).
+    which tensors train at all (FFA-LoRA freezes A). ``last_round`` is the round this client
+    last trained in, which made ``residual`` (None: never).
     """
     cfg = setup.cfg.fed
     method = setup.method
@@ -53,7 +55,8 @@ def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, 
             trainable=method.trainable_mask, objective=setup.objective,
         )
     delta = [p - g for p, g in zip(result.params, start, strict=True)]
-    upload = method.client_update(delta, residual, client, round_)
+    missed = 0 if last_round is None else max(0, round_ - last_round - 1)
+    upload = method.client_update(delta, residual, client, round_, missed)
     return ClientResult(client, upload, result.loss, time.perf_counter() - t0,
                         method.keep_local(result.params))
 

@@ -59,7 +59,6 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None,
         params = get_params(setup.model)
         resume = SimState(0, params, evaluate_global(setup, params, 0))
     params, initial, rows = resume.params, resume.initial, resume.rows
-    full_state = len(method.encode_full_state(params, 0))
     residuals = resume.residuals
     local = resume.local  # tensors kept per client (FedSA-LoRA's B)
     synced = resume.synced  # client -> round whose global it holds
@@ -67,11 +66,14 @@ def simulate(setup: RunSetup, on_round: Callable[[dict], None] | None = None,
     server: ServerState = resume.server
     for t in range(resume.round, cfg.fed.rounds):
         sampled = sample_clients(cfg.fed.seed, t, cfg.fed.clients, cfg.fed.participation)
-        down = [last_broadcast if synced.get(k) == t - 1 and t > 0 else full_state
-                for k in sampled]
+        fresh = [synced.get(k) == t - 1 and t > 0 for k in sampled]
+        # a client that missed rounds gets today's whole adapter; its size moves with the values
+        full_state = 0 if all(fresh) else len(method.encode_full_state(params, t))
+        down = [last_broadcast if ok else full_state for ok in fresh]
         results = []
         for k in sampled:
-            res = client_round(setup, params, k, t, residuals.get(k), local.get(k))
+            res = client_round(setup, params, k, t, residuals.get(k), local.get(k),
+                               synced.get(k))
             residuals[k] = res.upload.residual
             local[k] = res.local
             results.append(res)

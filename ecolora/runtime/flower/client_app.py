@@ -64,6 +64,12 @@ def _arrays(state: RecordDict, key: str) -> list[np.ndarray] | None:
     return rec.to_numpy_ndarrays() if isinstance(rec, ArrayRecord) else None
 
 
+def _held_round(state: RecordDict) -> int | None:
+    """The round this node last trained in (whose global it holds); None before its first."""
+    sync = state.get(P.STATE_SYNC)
+    return int(sync["round"]) if isinstance(sync, ConfigRecord) else None
+
+
 def synced_global(setup: Any, ins: P.TrainIns, state: RecordDict) -> list[np.ndarray]:
     """The global adapter of round ``ins.round``: a full state, or our copy plus the delta."""
     from ecolora.train.model import get_params
@@ -73,8 +79,7 @@ def synced_global(setup: Any, ins: P.TrainIns, state: RecordDict) -> list[np.nda
         template = get_params(setup.model)
         return method.apply_broadcast(ins.model, template, replace=True)
     held = _arrays(state, P.STATE_GLOBAL)
-    sync = state.get(P.STATE_SYNC)
-    held_round = int(sync["round"]) if isinstance(sync, ConfigRecord) else None
+    held_round = _held_round(state)
     if held is None or held_round != ins.base_round:
         raise CorruptPayloadError("base-round", 0, f"node holds the global of round "
                                   f"{held_round}, delta expects {ins.base_round}; "
@@ -96,8 +101,10 @@ def train(msg: Message, context: Context) -> Message:
     if ins.client != pid:
         raise ConfigError(f"server addressed client {ins.client}, this node is {pid}")
     setup = _setup(cfg)
+    last_round = _held_round(context.state)
     params = synced_global(setup, ins, context.state)
-    res = client_round(setup, params, pid, ins.round, _arrays(context.state, P.STATE_RESIDUAL))
+    res = client_round(setup, params, pid, ins.round, _arrays(context.state, P.STATE_RESIDUAL),
+                       last_round=last_round)
     context.state[P.STATE_GLOBAL] = ArrayRecord(params)
     context.state[P.STATE_SYNC] = ConfigRecord({"round": ins.round})
     if res.upload.residual is not None:

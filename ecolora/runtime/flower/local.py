@@ -325,6 +325,19 @@ class LocalDeployment:
                          for p in sorted(self.root.glob("*.log")))
 
 
+def launcher_config(config: str, nodes: int, cores: int | None = None) -> str:
+    """The user's ``-c`` overrides plus what one machine hosting every node implies: one client
+    per node, and each node a fixed share of the cores (nodes timing thread counts against
+    each other would each see the others' load; ``train/threads.py``)."""
+    from ecolora.train.threads import usable_cores
+
+    if "model.threads" not in config:
+        config = f"model.threads={max(1, (cores or usable_cores()) // nodes)} {config}"
+    if "fed.clients" not in config:
+        config = f"fed.clients={nodes} {config}"
+    return config.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app once on a fresh loopback deployment: ``APP [-c 'k=v ...'] [--nodes N]``."""
     import argparse
@@ -336,9 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
-    config = args.run_config
-    if "fed.clients" not in config:
-        config = f"fed.clients={args.nodes} {config}".strip()
+    config = launcher_config(args.run_config, args.nodes)
     with tempfile.TemporaryDirectory(prefix="ecolora-flower-") as tmp:
         with LocalDeployment(Path(tmp), nodes=args.nodes) as dep:
             run_id = dep.submit(args.app.resolve(), config)
