@@ -135,7 +135,8 @@ def test_gradient_probe_is_bitwise_across_threads_and_has_no_side_effects(object
 
 
 def test_parallel_workers_get_a_fixed_share_instead_of_timing_each_other():
-    from ecolora.runtime.batch import Job, _threads_at_most
+    from ecolora.runtime.batch import Job
+    from ecolora.runtime.batch import _with_thread_share as _threads_at_most
 
     auto = Job("ecolora", RunConfig())
     assert _threads_at_most(auto, 1).cfg.model.threads == 1

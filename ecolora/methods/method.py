@@ -109,12 +109,10 @@ class Method:
         seg = segment_for(client, round_, cfg.num_segments)
         pieces = self.segments[seg]
         use_ef = cfg.error_feedback
-        if use_ef and residual is not None and missed > 0 and cfg.stale_decay != 1.0:
-            residual = None if cfg.stale_decay == 0.0 else [
-                r * np.float32(cfg.stale_decay ** missed) for r in residual]
         if use_ef:
             old = residual if residual is not None else [np.zeros_like(d) for d in delta]
-            acc = [cfg.residual_decay * r + d for r, d in zip(old, delta, strict=True)]
+            decay = cfg.residual_decay * cfg.stale_decay**missed
+            acc = [decay * r + d for r, d in zip(old, delta, strict=True)]
         else:
             acc = delta
         values = [acc[p.tensor][p.start : p.stop] for p in pieces]
@@ -125,7 +123,7 @@ class Method:
             if cfg.residual_scope == "all_untransmitted":
                 new_res = [a.copy() for a in acc]
             else:  # sparsified_only: unsent segments keep their old (decayed) residual
-                new_res = [cfg.residual_decay * r for r in old]
+                new_res = [decay * r for r in old]
         for p, v, idx in zip(pieces, values, kept, strict=True):
             sent = v if idx is None else v[idx]
             records.append(wire.Record(p.tensor, p.start, p.size, sent, idx))

@@ -28,7 +28,7 @@ from typing import Any
 
 from ecolora.config import RunConfig, merge
 from ecolora.errors import ConfigError
-from ecolora.train.threads import usable_cores
+from ecolora.train.threads import core_share
 
 
 @dataclass
@@ -114,10 +114,9 @@ def _run_one(job: Job, i: int, events) -> RunRecord:
     return rec
 
 
-def _threads_at_most(job: Job, share: int) -> Job:
-    """Auto threads become a fixed share of the cores: workers timing thread counts against
-    each other would each see the others' load (train/threads.py), and results do not depend on
-    the count."""
+def _with_thread_share(job: Job, share: int) -> Job:
+    """Auto threads become a fixed share of the cores (``train.threads.core_share``); results
+    do not depend on the count."""
     if job.cfg.model.threads:
         return job
     return replace(job, cfg=replace(job.cfg, model=replace(job.cfg.model, threads=share)))
@@ -131,10 +130,10 @@ def run_jobs_parallel(jobs: list[Job], workers: int,
         return list(run_jobs(jobs, on_round, on_start))
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
     workers = min(workers, len(jobs))
-    share = max(1, usable_cores() // workers)
+    share = core_share(workers)
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         events = manager.Queue()
-        futures = [pool.submit(_run_one, _threads_at_most(job, share), i, events)
+        futures = [pool.submit(_run_one, _with_thread_share(job, share), i, events)
                    for i, job in enumerate(jobs)]
 
         def drain(block: bool) -> None:

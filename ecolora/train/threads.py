@@ -32,6 +32,12 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def core_share(processes: int, cores: int | None = None) -> int:
+    """Threads for each of ``processes`` processes that share this machine's cores. A fixed
+    share, not timing: processes timing counts against each other each see the others' load."""
+    return max(1, (cores or usable_cores()) // max(1, processes))
+
+
 def candidate_counts(cores: int) -> list[int]:
     """1, 2, 4, ... and ``cores`` itself: the counts worth timing on this machine."""
     counts, n = [], 1

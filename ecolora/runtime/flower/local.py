@@ -327,12 +327,11 @@ class LocalDeployment:
 
 def launcher_config(config: str, nodes: int, cores: int | None = None) -> str:
     """The user's ``-c`` overrides plus what one machine hosting every node implies: one client
-    per node, and each node a fixed share of the cores (nodes timing thread counts against
-    each other would each see the others' load; ``train/threads.py``)."""
-    from ecolora.train.threads import usable_cores
+    per node, and each node a fixed share of the cores (``train.threads.core_share``)."""
+    from ecolora.train.threads import core_share
 
     if "model.threads" not in config:
-        config = f"model.threads={max(1, (cores or usable_cores()) // nodes)} {config}"
+        config = f"model.threads={core_share(nodes, cores)} {config}"
     if "fed.clients" not in config:
         config = f"fed.clients={nodes} {config}"
     return config.strip()
