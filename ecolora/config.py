@@ -45,7 +45,8 @@ def _check_range(name: str, value: float, lo: float, hi: float, lo_open: bool = 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _knob("embedded", "'embedded' (bundled tiny Llama), a HF causal LM dir or hub name")
+    name: str = _knob("embedded", "'embedded' (bundled tiny Llama), 'realtext' (bundled BPE Llama "
+                 "pretrained on real English), a HF causal LM dir or hub name")
     lora_r: int = _knob(8, "LoRA rank r")
     lora_alpha: float = _knob(16.0, "LoRA alpha (scale alpha/r)")
     lora_dropout: float = _knob(0.0, "LoRA dropout (0 keeps runs bit-reproducible)")
@@ -97,6 +98,14 @@ class DataConfig:
         ("auto", "exact", "gsm8k", "last_number"),
     )
     eval_samples: int = _knob(3, "generated eval samples written to samples.jsonl per eval")
+    categories: list = _knob(
+        [], "keep only records of these categories (files), e.g. closed_qa,summarization; "
+        "empty = all; applied to the train file and to a separate eval file"
+    )
+    records: str = _knob(
+        "", "'START:STOP' slice of the train file's records in file order (0-based, either "
+        "side may be empty), taken before anything else, e.g. 1200: ; empty = all"
+    )
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -105,6 +114,27 @@ class DataConfig:
             raise ConfigError("`train_examples` must be >= 0 and `eval_examples` >= 1")
         if self.categories_per_client < 1 or self.eval_samples < 0:
             raise ConfigError("`categories_per_client` must be >= 1 and `eval_samples` >= 0")
+        if not all(isinstance(c, str) and c for c in self.categories):
+            raise ConfigError("`categories` must be a list of non-empty category names")
+        parse_records(self.records)
+
+
+def parse_records(spec: str) -> tuple[int, int | None]:
+    """``data.records`` 'START:STOP' -> (start, stop or None); '' is every record."""
+    if not spec:
+        return 0, None
+    start, sep, stop = spec.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        lo = int(start) if start.strip() else 0
+        hi = int(stop) if stop.strip() else None
+    except ValueError:
+        raise ConfigError(f"`records` must be 'START:STOP' (e.g. 1200: or 0:500), got {spec!r}"
+                          ) from None
+    if lo < 0 or (hi is not None and hi <= lo):
+        raise ConfigError(f"`records` needs 0 <= START < STOP, got {spec!r}")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -157,6 +187,12 @@ class CompressConfig:
         "which closes EcoLoRA's early-round lag behind FedIT [INF §5.3]",
         ("constant", "linear", "exp", "energy_split"),
     )
+    upload_budget: float = _knob(
+        0.0, "bytes budget per client and round, as a fraction of FedIT's dense 16-bit upload "
+        "of the whole adapter; > 0 sets the kept count of the segment (rho_a/rho_b then only "
+        "split it between A and B, and no warm-up applies), so the whole-run upload stays under "
+        "the budget at every horizon; 0 = fixed densities (ecolora's own, issue 12)",
+    )
     rho_start: float = _knob(0.5, "density at round 0 for linear/exp schedules [INF §5.3]")
     schedule_rounds: int = _knob(5, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
     topk_scope: str = _knob(
@@ -167,8 +203,9 @@ class CompressConfig:
     error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
     residual_scope: str = _knob(
         "all_untransmitted", "residual keeps everything not sent (the unsent segments too, sent "
-        "when their turn comes), or only what top-k dropped from the sent segment [INF §5.4]",
-        ("sparsified_only", "all_untransmitted"),
+        "when their turn comes), only what top-k dropped from the sent segment, or everything "
+        "at 1/S so a segment carries the mean delta since its last upload [INF §5.4]",
+        ("sparsified_only", "all_untransmitted", "segment_mean"),
     )
     residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
     stale_decay: float = _knob(
@@ -187,7 +224,16 @@ class CompressConfig:
         "clients that sent that entry [INF §4.4]",
         ("uploaders_weight", "all_sampled_weight", "senders_weight"),
     )
-    server_lr: float = _knob(1.0, "server step: global += server_lr * aggregated delta")
+    server_opt: str = _knob(
+        "sgd", "server optimizer on the aggregated delta: plain step (the paper's), FedAvgM "
+        "momentum, or lazy FedAdam (ecolora's own, methods/server_opt.py)",
+        ("sgd", "avgm", "adam"),
+    )
+    server_lr: float = _knob(1.0, "server step size: global += server_lr * (delta, momentum "
+                             "or Adam direction)")
+    server_beta1: float = _knob(0.9, "server momentum (avgm) or Adam's first-moment decay")
+    server_beta2: float = _knob(0.99, "Adam's second-moment decay (server_opt=adam)")
+    server_eps: float = _knob(1e-3, "Adam's epsilon tau (server_opt=adam)")
     compress_download: bool = _knob(False, "sparsify the broadcast global delta [INF Q6]")
     rho_down: float = _knob(0.1, "kept fraction of the broadcast delta when compress_download")
     max_tensor_numel: int = _knob(1 << 28, "decoder refuses tensors larger than this")
@@ -201,6 +247,10 @@ class CompressConfig:
         _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
         _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
+        _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
+        _check_range("server_beta1", self.server_beta1, 0.0, 0.999)
+        _check_range("server_beta2", self.server_beta2, 0.0, 0.9999)
+        _check_range("server_eps", self.server_eps, 0.0, 1.0, lo_open=True)
         if self.schedule_rounds < 1:
             raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")
         if self.max_tensor_numel < 1:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -62,40 +63,63 @@ WORKERS_HELP = ("processes running the runs (method x seed x value) side by side
                 "keep workers x threads <= cores")
 
 
-def run_all(jobs: list, out: Path, quiet: bool, folder=None, workers: int = 1) -> list:
-    """Run the jobs with one progress bar; each run's metrics go to OUT/runs/..."""
-    from tqdm import tqdm
+class Progress:
+    """One progress bar over every round of ``jobs``, fed by ``run_jobs``'s callbacks; shared by
+    compare, sweep and matrix so they all report progress the same way."""
 
+    def __init__(self, jobs: list, quiet: bool, workers: int = 1,
+                 name: Callable[[Any], str] | None = None) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=sum(j.cfg.fed.rounds for j in jobs), unit="round", disable=quiet)
+        self.workers = workers
+        self.name = name or (lambda job: f"{job.label}-seed{job.cfg.fed.seed}")
+
+    def on_start(self, job) -> None:
+        self.bar.set_description(self.name(job) if self.workers == 1
+                                 else f"{self.workers} workers")
+
+    def on_round(self, job, row: dict) -> None:
+        post = {"loss": f"{row['train_loss']:.3f}"}
+        if "eval_accuracy" in row:
+            post["acc"] = f"{100 * row['eval_accuracy']:.1f}%"
+        self.bar.set_postfix(post)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def save_run(where: Path, rec) -> None:
+    """A run's metrics.jsonl, then its summary.json (written last: its presence marks the run
+    complete)."""
     from ecolora.report.results import summarize, write_json, write_jsonl
-    from ecolora.runtime.batch import run_jobs_parallel
 
+    write_jsonl(where / "metrics.jsonl", rec.rows)
+    write_json(where / "summary.json", summarize(rec.rows, rec.initial, rec.job.cfg.to_dict(),
+                                                 rec.wall_s, rec.extra))
+
+
+def check_workers(workers: int) -> None:
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
-    total = sum(j.cfg.fed.rounds for j in jobs)
-    bar = tqdm(total=total, unit="round", disable=quiet)
-    records = []
+
+def run_all(jobs: list, out: Path, quiet: bool, folder=None, workers: int = 1) -> list:
+    """Run the jobs with one progress bar; each run's metrics go to OUT/runs/..."""
+    from ecolora.runtime.batch import run_jobs_parallel
+
+    check_workers(workers)
 
     def name(job) -> str:
         return folder(job) if folder else f"{job.label}-seed{job.cfg.fed.seed}"
 
-    def on_start(job) -> None:
-        bar.set_description(name(job) if workers == 1 else f"{workers} workers")
-
-    def on_round(job, row) -> None:
-        post = {"loss": f"{row['train_loss']:.3f}"}
-        if "eval_accuracy" in row:
-            post["acc"] = f"{100 * row['eval_accuracy']:.1f}%"
-        bar.set_postfix(post)
-        bar.update(1)
-
-    for rec in run_jobs_parallel(jobs, workers, on_round, on_start):
-        where = out / "runs" / name(rec.job)
-        write_jsonl(where / "metrics.jsonl", rec.rows)
-        write_json(where / "summary.json", summarize(rec.rows, rec.initial, rec.job.cfg.to_dict(),
-                                                     rec.wall_s, rec.extra))
+    progress = Progress(jobs, quiet, workers, name)
+    records = []
+    for rec in run_jobs_parallel(jobs, workers, progress.on_round, progress.on_start):
+        save_run(out / "runs" / name(rec.job), rec)
         records.append(rec)
-    bar.close()
+    progress.close()
     return records
 
 

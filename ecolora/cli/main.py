@@ -9,6 +9,7 @@ import typer
 from ecolora.cli import run as run_cmd
 from ecolora.cli.compare import compare
 from ecolora.cli.inspect import inspect
+from ecolora.cli.matrix import matrix
 from ecolora.cli.sweep import sweep
 from ecolora.config import knob_table
 from ecolora.errors import EcoloraError
@@ -22,6 +23,7 @@ app.command("run", epilog=run_cmd.knobs_help(), help="Run one federated fine-tun
 app.command("inspect")(inspect)
 app.command("compare")(compare)
 app.command("sweep")(sweep)
+app.command("matrix")(matrix)
 
 
 @app.command("knobs")

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ecolora.compress.golomb import kiely_parameter
 from ecolora.compress.layout import AdapterLayout
 from ecolora.compress.segments import Piece
+from ecolora.compress.values import ITEMSIZE
 from ecolora.config import CompressConfig
 
 
@@ -106,17 +108,84 @@ def _select(keys: np.ndarray, k: int) -> np.ndarray:
     return np.flatnonzero(keep).astype(np.int64, copy=False)
 
 
+DENSE_BITS = 16  # the budget's reference: FedIT's dense upload at 16 bits per value
+
+
+def position_bits(p: float) -> float:
+    """Expected Rice bits per kept position at density p (Kiely's b*, STC eq. 22): an upper
+    bound on what the codec's searched Golomb parameter spends on random-like masks."""
+    if p >= 1.0:
+        return 0.0
+    b = kiely_parameter(1 << 30, max(1, round(p * (1 << 30))))
+    return b + 1.0 / (1.0 - (1.0 - p) ** (1 << b))
+
+
+def budget_count(budget: float, n_segment: int, n_all: int, value_bits: int) -> int:
+    """Most kept entries of an ``n_segment``-entry segment whose values and positions fit in
+    ``budget`` times FedIT's dense upload of all ``n_all`` entries (ecolora's own, issue 12).
+
+    The cost of k entries is k * (value_bits + position_bits(k / n)), increasing in k, so a
+    bisection finds the largest k that fits; a dense segment has no positions. The bound holds
+    before DEFLATE of the values and with Rice positions, so real payloads come out smaller.
+    """
+    allowed = budget * DENSE_BITS * n_all
+    if n_segment == 0:
+        return 0
+    if n_segment * value_bits <= allowed:
+        return n_segment
+    lo, hi = 1, n_segment  # cost(lo) is assumed to fit: at least one entry is always sent
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid * (value_bits + position_bits(mid / n_segment)) <= allowed:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def piece_budgets(
     values: Sequence[np.ndarray], pieces: Sequence[Piece], layout: AdapterLayout,
     round_: int, cfg: CompressConfig,
 ) -> list[int]:
-    """Kept entries per piece: per-kind densities, scheduled, or energy-split (spec §5.2-5.3)."""
+    """Kept entries per piece: per-kind densities, scheduled, or energy-split (spec §5.2-5.3).
+
+    With ``cfg.upload_budget`` the segment's total comes from the bytes budget instead, and
+    rho_a/rho_b (or energy_split) only say how it divides between A and B; warm-up schedules
+    would overspend the first rounds' budget, so they do not apply.
+    """
     kinds = [layout.tensors[p.tensor].kind for p in pieces]
-    rho = {"A": density_at(cfg.rho_a, round_, cfg), "B": density_at(cfg.rho_b, round_, cfg)}
+    if cfg.upload_budget:
+        rho = {"A": cfg.rho_a, "B": cfg.rho_b}
+    else:
+        rho = {"A": density_at(cfg.rho_a, round_, cfg), "B": density_at(cfg.rho_b, round_, cfg)}
     rho["other"] = rho["B"]
     if cfg.sparsity_schedule == "energy_split":
         rho = _energy_split(values, pieces, kinds, rho)
+    if cfg.upload_budget:
+        sizes = [p.size for p in pieces]
+        total = budget_count(cfg.upload_budget, sum(sizes), layout.numel,
+                             8 * ITEMSIZE[cfg.value_dtype])
+        weight = [rho[kind] * n for kind, n in zip(kinds, sizes, strict=True)]
+        scale = total / sum(weight)
+        if scale * max(rho.values()) >= 1.0:  # some kind would be dense: fill by kind
+            return _fill(sizes, [rho[k] for k in kinds], total)
+        return [min(n, math.floor(w * scale)) or min(n, 1)
+                for n, w in zip(sizes, weight, strict=True)]
     return [keep_count(rho[kind], p.size) for kind, p in zip(kinds, pieces, strict=True)]
+
+
+def _fill(sizes: list[int], rho: list[float], total: int) -> list[int]:
+    """Split ``total`` so pieces of higher rho fill up first, the rest in proportion to size."""
+    out = [0] * len(sizes)
+    left = total
+    for level in sorted(set(rho), reverse=True):
+        group = [i for i, r in enumerate(rho) if r == level]
+        room = sum(sizes[i] for i in group)
+        take = min(room, left)
+        for i in group:
+            out[i] = min(sizes[i], math.floor(take * sizes[i] / room))
+        left -= sum(out[i] for i in group)
+    return out
 
 
 def _energy_split(values, pieces, kinds, rho) -> dict[str, float]:

@@ -19,10 +19,12 @@ with ``.``, ``~`` or is absolute, or it contains a backslash or more than one ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ecolora.config import parse_records
 from ecolora.data.formats import MAPPING_KEYS, RECORD_KEYS, Format, convert, mapping_format
 from ecolora.data.readers import KNOWN_SUFFIXES, read_hub, read_local
 from ecolora.errors import ConfigError, DataError
@@ -35,6 +37,8 @@ def load_records(
     fields: Mapping[str, str] | None = None,
     limit: int | None = None,
     category_field: str = "",
+    categories: Collection[str] = (),
+    records: str = "",
 ) -> list[dict[str, Any]]:
     """Read ``source`` (a local data file or a hub dataset name) into records.
 
@@ -42,18 +46,29 @@ def load_records(
     first ``limit`` records and stops reading there (later lines are not validated), so a quick
     run on a prefix of a large file stays fast. ``category_field`` names the column whose value
     (a string or an integer label) becomes the record's category.
+
+    ``records`` ('START:STOP', ``data.records``) slices the source's rows in file order before
+    anything else, so one file can feed disjoint splits (HH-RLHF ``1200:`` is the DPO split of
+    the realtext base); rows outside the slice are not validated. ``categories``
+    (``data.categories``) then keeps only records of those categories; ``limit`` counts kept
+    records.
     """
     fmt = _format_from_fields(fields) if fields is not None else None
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    start, stop = parse_records(records)
     if _is_local_path(source):
         rows = read_local(Path(source).expanduser())
     else:
         rows = read_hub(str(source))
-    records = convert(rows, fmt, limit, category_field)
-    if not records:
-        raise DataError(f"{source}: dataset is empty (no records)")
-    return records
+    if records:
+        rows = islice(rows, start, stop)
+    out = convert(rows, fmt, limit, category_field, categories)
+    if not out:
+        where = f" in records {records}" if records else ""
+        kept = f" of categories {', '.join(categories)}" if categories else ""
+        raise DataError(f"{source}: dataset is empty (no records{kept}{where})")
+    return out
 
 
 def _is_local_path(source: str | Path) -> bool:

@@ -22,7 +22,7 @@ Formats, checked in this order:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +70,17 @@ def mapping_format(fields: Mapping[str, str]) -> Format:
 
 
 def convert(rows: Iterable[tuple[str, Any]], fmt: Format | None, limit: int | None,
-            category_field: str = "") -> list[dict[str, Any]]:
-    """Detect the format from the first row (unless given) and convert up to ``limit`` rows."""
+            category_field: str = "", categories: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Detect the format from the first row (unless given) and convert up to ``limit`` rows.
+
+    ``categories`` (non-empty) keeps only records of those categories, and ``limit`` counts the
+    kept ones. A name that no record of the whole file carries is a DataError naming the
+    categories the file has (when ``limit`` stops the reading early, absent names are allowed:
+    the rest of the file was not read).
+    """
     records: list[dict[str, Any]] = []
+    wanted, seen = set(categories), set()
+    complete = True
     for where, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {json_type(row)}")
@@ -83,9 +91,19 @@ def convert(rows: Iterable[tuple[str, Any]], fmt: Format | None, limit: int | No
             if category_field not in row:
                 raise DataError(f"{where}: missing category field '{category_field}'")
             record["category"] = _as_label(row[category_field], category_field, where)
+        if wanted:
+            seen.add(record["category"])
+            if record["category"] not in wanted:
+                continue
         records.append(record)
         if limit is not None and len(records) >= limit:
+            complete = False
             break
+    unknown = sorted(wanted - seen)
+    if unknown and complete:
+        known = ", ".join(sorted(c for c in seen if c)) or "no categories"
+        raise DataError(f"unknown category '{unknown[0]}' in data.categories; this data has: "
+                        f"{known}")
     return records
 
 

@@ -57,3 +57,16 @@ def aggregate_segments(
             for p in pieces:
                 total[p.tensor][p.start : p.stop] /= denom
     return [t.astype(np.float32) for t in total]
+
+
+def sent_entries(updates: Sequence[Update], shapes: Sequence[int]) -> list[np.ndarray]:
+    """Per tensor, a mask of the entries at least one client sent (lazy server optimizers)."""
+    out = [np.zeros(n, dtype=bool) for n in shapes]
+    for _, _, records in updates:
+        for piece, idx, _ in records:
+            view = out[piece.tensor][piece.start : piece.stop]
+            if idx is None:
+                view[:] = True
+            else:
+                view[idx] = True
+    return out

@@ -5,7 +5,7 @@ touches torch, files or sockets. A runtime (in-process simulation, Flower) calls
 
     client:  payload, residual = method.client_update(delta, residual, client, round)
     server:  update = method.decode_update(payload, client, round)   # untrusted bytes
-             delta  = method.aggregate(updates)
+             delta  = method.aggregate(updates, server_state)
              down   = method.encode_broadcast(delta, round, server_state)
     all:     params = method.apply_broadcast(down, params)
 
@@ -26,7 +26,8 @@ from ecolora.compress.sparsify import keep_count, sparsify, topk_indices
 from ecolora.config import CompressConfig
 from ecolora.errors import ConfigError, CorruptPayloadError
 from ecolora.methods import rawpos
-from ecolora.methods.aggregate import Update, aggregate_segments
+from ecolora.methods.aggregate import Update, aggregate_segments, sent_entries
+from ecolora.methods.server_opt import server_step
 from ecolora.methods.variants import VARIANTS, Variant
 
 Params = list[np.ndarray]  # flat float32 arrays in layout order
@@ -42,9 +43,13 @@ class ClientUpload:
 
 @dataclass
 class ServerState:
-    """Server-side memory: the download residual when the broadcast is sparsified."""
+    """Server-side memory: the download residual when the broadcast is sparsified, and the
+    server optimizer's moments (``methods/server_opt.py``)."""
 
     residual: Params | None = None
+    opt_m: Params | None = None
+    opt_v: Params | None = None
+    opt_step: int = 0
 
 
 class Method:
@@ -104,6 +109,15 @@ class Method:
         re-sending them acts like a stale gradient: at q=0.3 EcoLoRA fell to 37.5% against
         FedIT's 74.0% with the residual kept, and reached 69.2% with it dropped (README). So it
         is scaled by ``stale_decay ** missed``; under full participation nobody misses a round.
+
+        Unsent segments (``residual_scope``, spec §5.4): each segment's mean is over the K/S
+        clients that sent it, so a client's upload counts S times as much as under FedIT.
+        ``all_untransmitted`` keeps the unsent segments' deltas and sends S rounds of them at
+        once: the global step is S times FedIT's (the S=4 collapse). ``sparsified_only``
+        drops them: segment sharing is then per-segment client sampling, unbiased, but each
+        round uses 1/S of every client's training. ``segment_mean`` keeps them at 1/S, so a
+        segment carries the client's mean delta since it last sent it: FedIT's step size, and
+        no client's training is lost.
         """
         cfg = self.cfg
         seg = segment_for(client, round_, cfg.num_segments)
@@ -112,6 +126,8 @@ class Method:
         if use_ef:
             old = residual if residual is not None else [np.zeros_like(d) for d in delta]
             decay = cfg.residual_decay * cfg.stale_decay**missed
+            if cfg.residual_scope == "segment_mean":  # every delta enters at 1/S (see above)
+                delta = [d * np.float32(1.0 / cfg.num_segments) for d in delta]
             acc = [decay * r + d for r, d in zip(old, delta, strict=True)]
         else:
             acc = delta
@@ -120,7 +136,7 @@ class Method:
         records, nonzeros = [], 0
         new_res = None
         if use_ef:
-            if cfg.residual_scope == "all_untransmitted":
+            if cfg.residual_scope != "sparsified_only":
                 new_res = [a.copy() for a in acc]
             else:  # sparsified_only: unsent segments keep their old (decayed) residual
                 new_res = [decay * r for r in old]
@@ -164,11 +180,11 @@ class Method:
             out.append((p, r.indices, r.values))
         return expected, weight, out
 
-    def aggregate(self, updates: list[Update]) -> Params:
+    def aggregate(self, updates: list[Update], state: ServerState) -> Params:
+        """The global change: the per-segment mean (spec §4.4), then the server optimizer."""
         delta = aggregate_segments(updates, self.segments, self.shapes, self.cfg.normalize)
-        if self.cfg.server_lr != 1.0:
-            delta = [d * np.float32(self.cfg.server_lr) for d in delta]
-        return delta
+        touched = sent_entries(updates, self.shapes) if self.cfg.server_opt == "adam" else None
+        return server_step(delta, state, self.cfg, touched)
 
     def encode_broadcast(self, delta: Params, round_: int, state: ServerState) -> bytes:
         """The global change every client applies; sparse with server-side EF if configured."""

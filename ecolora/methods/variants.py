@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ecolora.compress.layout import AdapterLayout
+from ecolora.compress.sparsify import budget_count
+from ecolora.compress.values import ITEMSIZE
 from ecolora.config import CompressConfig
 
 ALL_KINDS = ("A", "B", "other")
@@ -45,7 +47,8 @@ def uniform_density(cfg: CompressConfig, layout: AdapterLayout) -> float:
 
 
 _DENSE = dict(num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False,
-              sparsity_schedule="constant", compress_download=False)
+              sparsity_schedule="constant", compress_download=False, server_opt="sgd",
+              server_lr=1.0, upload_budget=0.0)  # FedAvg on LoRA (spec §3), plain server step
 
 
 def _dense(cfg: CompressConfig, layout: AdapterLayout) -> dict:
@@ -64,8 +67,14 @@ def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S,
     # the warm-up's start too, so that the budget matches in the warm-up rounds as well.
     # classic error feedback, as DGC has it: a returning client keeps its whole residual
-    rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
-    return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True,
+    if cfg.upload_budget:  # ecolora's budgeted count on a segment of average size
+        n = layout.numel
+        kept = budget_count(cfg.upload_budget, n // cfg.num_segments, n,
+                            8 * ITEMSIZE[cfg.value_dtype])
+        rho = kept / n
+    else:
+        rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
+    return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True, upload_budget=0.0,
                 rho_start=cfg.rho_start / cfg.num_segments, stale_decay=1.0)
 
 
@@ -74,7 +83,8 @@ def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
 
 
 def _seg_only(cfg: CompressConfig, layout: AdapterLayout) -> dict:
-    return dict(rho_a=1.0, rho_b=1.0, error_feedback=False, sparsity_schedule="constant")
+    return dict(rho_a=1.0, rho_b=1.0, error_feedback=False, sparsity_schedule="constant",
+                upload_budget=0.0)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [

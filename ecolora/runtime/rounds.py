@@ -77,6 +77,6 @@ def server_round(method: Method, uploads: list[tuple[int, bytes, float]], round_
             decoded.append(method.decode_update(payload, client, round_, weight))
         except CorruptPayloadError as exc:
             rejected[client] = str(exc)
-    delta = method.aggregate(decoded)
+    delta = method.aggregate(decoded, state)
     broadcast = method.encode_broadcast(delta, round_, state)
     return ServerResult(method.apply_broadcast(broadcast, global_params), broadcast, rejected)

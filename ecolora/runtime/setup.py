@@ -52,12 +52,13 @@ def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
     else:
         from ecolora.data.files import load_records
 
-        train = load_records(d.dataset, fields=d.fields or None, category_field=d.category_field)
+        train = load_records(d.dataset, fields=d.fields or None, category_field=d.category_field,
+                             categories=d.categories, records=d.records)
     if d.eval_dataset:
         from ecolora.data.files import load_records
 
         evals = load_records(d.eval_dataset, fields=d.fields or None, limit=d.eval_examples,
-                             category_field=d.category_field)
+                             category_field=d.category_field, categories=d.categories)
     elif d.dataset == "embedded":
         from ecolora.data.embedded import make_records
 

@@ -23,13 +23,22 @@ from ecolora.compress.layout import AdapterLayout
 from ecolora.config import ModelConfig
 from ecolora.errors import ModelError
 
+#: The bundled real-text base (``model.name = "realtext"``), built by
+#: ``scripts/build_realtext_base.py``: a byte-level BPE Llama pretrained on Dolly/HH text.
+REALTEXT_BASE_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "realtext_base"
+
 
 def resolve_model_path(name: str) -> str:
-    """'embedded' -> the bundled base; a folder must hold config.json; else a hub name."""
+    """'embedded'/'realtext' -> a bundled base; a folder must hold config.json; else a hub name."""
     if name == "embedded":
         from ecolora.data.embedded import EMBEDDED_BASE_DIR
 
         return str(EMBEDDED_BASE_DIR)
+    if name == "realtext":
+        if not (REALTEXT_BASE_DIR / "config.json").is_file():
+            raise ModelError(f"the realtext base is missing ({REALTEXT_BASE_DIR}); build it with "
+                             "python scripts/build_realtext_base.py")
+        return str(REALTEXT_BASE_DIR)
     path = Path(name)
     if path.exists() or name.startswith((".", "/", "~")):
         if not path.is_dir():

@@ -1,0 +1,88 @@
+"""Closed-form checks of the robustness knobs: server optimizers, segment_mean, upload budget."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ecolora.compress.layout import AdapterLayout
+from ecolora.compress.sparsify import budget_count, piece_budgets, position_bits
+from ecolora.config import CompressConfig
+from ecolora.methods import ServerState
+from ecolora.methods.server_opt import server_step
+
+
+def test_sgd_scales_by_server_lr():
+    d = [np.array([1.0, -2.0], np.float32)]
+    out = server_step(d, ServerState(), CompressConfig(server_lr=0.5))
+    np.testing.assert_allclose(out[0], [0.5, -1.0])
+
+
+def test_avgm_accumulates_momentum():
+    cfg = CompressConfig(server_opt="avgm", server_beta1=0.5, server_lr=1.0)
+    state = ServerState()
+    d = [np.array([1.0, 0.0], np.float32)]
+    first = server_step(d, state, cfg)
+    second = server_step(d, state, cfg)
+    np.testing.assert_allclose(first[0], [1.0, 0.0])
+    np.testing.assert_allclose(second[0], [1.5, 0.0])  # 0.5 * 1 + 1
+
+
+def test_lazy_adam_leaves_untouched_entries_alone():
+    cfg = CompressConfig(server_opt="adam", server_beta1=0.0, server_beta2=0.0,
+                         server_eps=1e-8, server_lr=0.1)
+    state = ServerState()
+    d = [np.array([2.0, -3.0, 5.0], np.float32)]
+    touched = [np.array([True, True, False])]
+    out = server_step(d, state, cfg, touched)
+    # beta1 = beta2 = 0: m = d, v = d^2, step = lr * sign(d) on touched entries only
+    np.testing.assert_allclose(out[0], [0.1, -0.1, 0.0], rtol=1e-5)
+    assert state.opt_m[0][2] == 0 and state.opt_step == 1
+
+
+def test_segment_mean_enters_deltas_at_one_over_s():
+    from ecolora.methods import build_method
+
+    layout = AdapterLayout.from_shapes({"layers.0.q.lora_A": (2, 4), "layers.0.q.lora_B": (4, 2)})
+    cfg = CompressConfig(num_segments=2, residual_scope="segment_mean", rho_a=1.0, rho_b=1.0,
+                         sparsity_schedule="constant", value_dtype="fp32")
+    m = build_method("ecolora", cfg, layout)
+    delta = [np.full(8, 2.0, np.float32), np.full(8, 4.0, np.float32)]
+    up = m.client_update(delta, None, client=0, round_=0)
+    # the sent segment is dense: residual 0 there; the unsent one keeps delta / S
+    sent = m.segments[up.segment][0].tensor
+    other = 1 - sent
+    np.testing.assert_allclose(up.residual[sent], 0.0)
+    np.testing.assert_allclose(up.residual[other], delta[other] / 2)
+
+
+def test_budget_count_fits_and_is_largest():
+    n_all = 100_000
+    for s in (1, 2, 4, 8):
+        n = n_all // s
+        k = budget_count(0.1, n, n_all, 16)
+        allowed = 0.1 * 16 * n_all
+        assert k * (16 + position_bits(k / n)) <= allowed
+        assert k == n or (k + 1) * (16 + position_bits((k + 1) / n)) > allowed
+    assert budget_count(1.0, 500, 1000, 16) == 500  # a dense segment fits
+
+
+def test_position_bits_matches_spec_table():
+    assert position_bits(0.01) == pytest.approx(8.11, abs=0.01)  # spec §6
+    assert position_bits(0.1) == pytest.approx(4.76, abs=0.01)
+
+
+def test_budget_overrides_densities_in_piece_budgets():
+    from ecolora.compress.segments import Piece
+
+    layout = AdapterLayout.from_shapes({"layers.0.q.lora_A": (8, 500),
+                                        "layers.0.q.lora_B": (500, 8)})
+    pieces = [Piece(0, 0, 4000), Piece(1, 0, 4000)]
+    vals = [np.ones(4000, np.float32)] * 2
+    cfg = replace(CompressConfig(), upload_budget=0.1, rho_a=0.05, rho_b=0.2)
+    got = piece_budgets(vals, pieces, layout, 0, cfg)
+    total = budget_count(0.1, 8000, 8000, 16)
+    assert sum(got) <= total and sum(got) >= total - 2
+    assert got[1] == pytest.approx(4 * got[0], rel=0.01)  # rho_b : rho_a = 4 : 1
