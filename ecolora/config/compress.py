@@ -1,0 +1,96 @@
+"""The compression section: EcoLoRA's knobs, each naming the spec section it reconstructs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecolora.config.knobs import _check_choices, _check_range, _knob
+from ecolora.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """EcoLoRA's three techniques; every choice the paper leaves open is a knob (spec §11)."""
+
+    num_segments: int = _knob(2, "segments S; client k uploads segment (k+t) mod S [INF §4]")
+    segment_by: str = _knob(
+        "module", "segment units: whole tensors, layers or flat chunks [INF §4.1]",
+        ("module", "layer", "flat_chunks"),
+    )
+    rho_a: float = _knob(0.05, "kept fraction of each uploaded A tensor [INF §5.2]")
+    rho_b: float = _knob(0.2, "kept fraction of each uploaded B tensor [INF §5.2]")
+    sparsity_schedule: str = _knob(
+        "exp", "how densities change over rounds; exp = geometric warm-up from rho_start, "
+        "which closes EcoLoRA's early-round lag behind FedIT [INF §5.3]",
+        ("constant", "linear", "exp", "energy_split"),
+    )
+    upload_budget: float = _knob(
+        0.0, "bytes budget per client and round, as a fraction of FedIT's dense 16-bit upload "
+        "of the whole adapter; > 0 sets the kept count of the segment (rho_a/rho_b then only "
+        "split it between A and B, and no warm-up applies), so the whole-run upload stays under "
+        "the budget at every horizon; 0 = fixed densities (ecolora's own, issue 12)",
+    )
+    rho_start: float = _knob(0.5, "density at round 0 for linear/exp schedules [INF §5.3]")
+    schedule_rounds: int = _knob(5, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
+    topk_scope: str = _knob(
+        "per_segment", "top-k per tensor (rho_a/rho_b each), across the whole segment (the "
+        "rho_a/rho_b budgets pooled: the largest entries win, A or B), or across the segment's "
+        "A and across its B tensors [INF §5.1]", ("per_tensor", "per_segment", "per_kind"),
+    )
+    error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
+    residual_scope: str = _knob(
+        "all_untransmitted", "residual keeps everything not sent (the unsent segments too, sent "
+        "when their turn comes), only what top-k dropped from the sent segment, or everything "
+        "at 1/S so a segment carries the mean delta since its last upload [INF §5.4]",
+        ("sparsified_only", "all_untransmitted", "segment_mean"),
+    )
+    residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
+    stale_decay: float = _knob(
+        0.0, "residual multiplied by this for every round the client was not sampled; 0 = a "
+        "returning client drops its stale residual, 1 = classic EF keeps it (ecolora's own "
+        "knob for partial participation, measured in the README) [INF §5.4]",
+    )
+    golomb_param: str = _knob(
+        "empirical_best", "Rice parameter rule [INF §6]",
+        ("rice_kiely_floor", "rice_ceil", "empirical_best"),
+    )
+    value_dtype: str = _knob("fp16", "dtype of sent values [INF §6, Q4]", ("fp16", "bf16", "fp32"))
+    normalize: str = _knob(
+        "uploaders_weight",
+        "mean over a segment's uploaders, over all sampled clients, or per entry over the "
+        "clients that sent that entry [INF §4.4]",
+        ("uploaders_weight", "all_sampled_weight", "senders_weight"),
+    )
+    server_opt: str = _knob(
+        "sgd", "server optimizer on the aggregated delta: plain step (the paper's), FedAvgM "
+        "momentum, or lazy FedAdam (ecolora's own, methods/server_opt.py)",
+        ("sgd", "avgm", "adam"),
+    )
+    server_lr: float = _knob(1.0, "server step size: global += server_lr * (delta, momentum "
+                             "or Adam direction)")
+    server_beta1: float = _knob(0.9, "server momentum (avgm) or Adam's first-moment decay")
+    server_beta2: float = _knob(0.99, "Adam's second-moment decay (server_opt=adam)")
+    server_eps: float = _knob(1e-3, "Adam's epsilon tau (server_opt=adam)")
+    compress_download: bool = _knob(False, "sparsify the broadcast global delta [INF Q6]")
+    rho_down: float = _knob(0.1, "kept fraction of the broadcast delta when compress_download")
+    max_tensor_numel: int = _knob(1 << 28, "decoder refuses tensors larger than this")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        if self.num_segments < 1:
+            raise ConfigError(f"`num_segments` must be >= 1, got {self.num_segments}")
+        for name in ("rho_a", "rho_b", "rho_start", "rho_down"):
+            _check_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
+        _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
+        _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
+        _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
+        _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
+        _check_range("server_beta1", self.server_beta1, 0.0, 0.999)
+        _check_range("server_beta2", self.server_beta2, 0.0, 0.9999)
+        _check_range("server_eps", self.server_eps, 0.0, 1.0, lo_open=True)
+        if self.schedule_rounds < 1:
+            raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")
+        if self.max_tensor_numel < 1:
+            raise ConfigError("`max_tensor_numel` must be >= 1")
+
+
