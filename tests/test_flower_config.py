@@ -21,7 +21,7 @@ def app_table() -> dict:
 
 
 def test_pyproject_declares_every_knob_with_its_default():
-    """Flower only accepts -c keys the app declares: keep the table in sync with config.py."""
+    """Flower only accepts -c keys the app declares: keep the table in sync with ecolora/config/."""
     project, table = app_table()
     knobs = {f"{sec}.{f.name}" for sec, cls in SECTIONS.items() for f in fields(cls)}
     runtime = {"flower.out", "flower.round-timeout", "flower.join-timeout", "flower.min-clients"}
