@@ -14,6 +14,10 @@ from ecolora.cli.sweep import sweep
 from ecolora.config import knob_table
 from ecolora.errors import EcoloraError
 
+# Plain help: with rich installed, typer escapes the "[default: ...]" suffix for rich markup even
+# when rich_markup_mode is None, and the help then shows a literal "\[default: ...]".
+typer.core.HAS_RICH = False
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help="Communication-efficient federated LoRA fine-tuning (EcoLoRA, FedIT).")
@@ -28,7 +32,8 @@ app.command("matrix")(matrix)
 
 @app.command("knobs")
 def knobs() -> None:
-    """List every configuration knob with its default ([INF] marks reconstructed defaults)."""
+    """List every configuration knob with its default ([INF §n]: a reconstructed default,
+    n being the section of docs/spec.md)."""
     for key, default, text in knob_table():
         typer.echo(f"{key:32s} {default:18s} {text}")
 

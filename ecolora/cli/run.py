@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ecolora.config import RunConfig, knob_table, load_toml, merge, parse_set
+from ecolora.config import METHODS, RunConfig, knob_table, load_toml, merge, parse_set
 from ecolora.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def resolve_config(config: Path | None, method: str | None, sets: list[str],
 
 def knobs_help() -> str:
     lines = ["\b", "Knobs for --set section.key=value "
-             "([INF §n]: a reconstructed default, see the spec):"]
+             "([INF §n]: a reconstructed default, see section n of docs/spec.md):"]
     lines += [f"  {key} = {default}  {text}" for key, default, text in knob_table()]
     return "\n".join(lines)
 
@@ -40,7 +40,7 @@ def knobs_help() -> str:
 def run(
     config: Annotated[Path | None, typer.Option(help="TOML file with [model], [fed], ... tables")]
     = None,
-    method: Annotated[str | None, typer.Option(help="fedit | ecolora")] = None,
+    method: Annotated[str | None, typer.Option(help=" | ".join(METHODS))] = None,
     model: Annotated[str | None, typer.Option(help="'embedded', a HF model dir or hub name")]
     = None,
     dataset: Annotated[str | None, typer.Option(help="'embedded', a JSON/JSONL file or hub name")]

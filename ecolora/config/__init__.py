@@ -1,7 +1,7 @@
 """One run configuration, validated once at the edge (CLI, TOML file, Flower run-config).
 
 Sections are frozen dataclasses, each field with a default and a ``help`` string; fields whose
-default is a *reconstruction* of the EcoLoRA paper (spec tag [INF], `shared/spec/ecolora-paper.md`)
+default is a *reconstruction* of the EcoLoRA paper (spec tag [INF], `docs/spec.md`)
 say so with ``[INF §n]`` in their help, so ``ecolora knobs`` shows users exactly which defaults are
 guesses. Unknown keys fail with a close-match hint, as nanoGPT's configurator does.
 """
