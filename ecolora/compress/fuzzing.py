@@ -28,7 +28,7 @@ from ecolora.compress import bitpack, golomb, values, wire
 from ecolora.errors import CorruptPayloadError
 
 RULES = ("rice_kiely_floor", "rice_ceil", "empirical_best")
-SIZES = (0, 1, 2, 9, 64, 300, 2000)
+SIZES = (1, 2, 9, 64, 300, 2000)  # n = 0 is rejected (issue 13, D1)
 V1_FIELDS = {"tensor": (0, "<I"), "start": (4, "<I"), "n": (8, "<I"), "k": (12, "<I"),
              "coding": (16, "<B"), "rice_b": (17, "<B"), "reserved": (18, "<H"),
              "unary_nbytes": (20, "<I")}
@@ -259,7 +259,7 @@ def check(buf: bytes, max_numel: int, reject_nonfinite: bool = True) -> str:
     assert out.kind in (wire.KIND_UPDATE, wire.KIND_BROADCAST)
     finite = True
     for rec in out.records:
-        assert 0 <= rec.n <= max_numel and rec.values.dtype == np.float32
+        assert 1 <= rec.n <= max_numel and rec.values.dtype == np.float32
         idx = rec.indices
         if idx is None:
             assert rec.values.shape == (rec.n,), "dense record size"

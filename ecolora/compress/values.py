@@ -20,19 +20,30 @@ from ecolora.errors import CorruptPayloadError
 
 ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
 PACKED_PLANES = {"fp16": 1, "bf16": 2, "fp32": 2}  # the most significant planes: sign, exponent
+FP16_MAX = 65504.0  # largest finite fp16
 MAX_EXPANSION = 8  # DEFLATE planes may be at most this many times smaller than stored ones
 
 
 def encode_values(values: np.ndarray, dtype: str) -> bytes:
+    """float32 -> little-endian ``dtype`` bytes. NaN stays NaN and ±Inf stays ±Inf (the decoder
+    then rejects the payload); a finite value beyond the dtype's range is clamped to its largest
+    finite value, so that error feedback keeps the difference instead of the whole payload
+    being rejected (issue 13, D2 and D3)."""
     x = np.ascontiguousarray(values, dtype=np.float32)
     if dtype == "fp32":
         return x.astype("<f4").tobytes()
     if dtype == "fp16":
+        x = np.where(np.isfinite(x), np.clip(x, -FP16_MAX, FP16_MAX), x)
         return x.astype("<f2").tobytes()
     # bf16: round to nearest even on the upper 16 bits of the fp32 pattern
     u = x.view(np.uint32).astype(np.uint64)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return u.astype("<u2").tobytes()
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
+    sign = (u >> 16).astype(np.uint32) & 0x8000
+    nan = np.isnan(x)
+    r[nan] = (u[nan] >> 16).astype(np.uint32) | 0x0040  # quiet NaN: rounding could make it ±0/Inf
+    over = np.isfinite(x) & ((r & 0x7FFF) == 0x7F80)
+    r[over] = sign[over] | 0x7F7F  # the largest finite bf16
+    return r.astype("<u2").tobytes()
 
 
 def decode_values(buf: bytes | memoryview, dtype: str) -> np.ndarray:

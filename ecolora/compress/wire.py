@@ -121,8 +121,8 @@ def _encode_v2(
     sparse: list[tuple[int, np.ndarray]] = []  # (record, indices) with k >= 1
     vals: list[np.ndarray] = []
     for i, r in enumerate(records):
-        if not (0 <= r.tensor <= _U32 and 0 <= r.start <= _U32 and 0 <= r.n <= _U32):
-            raise ValueError("tensor, start and n must fit in 32 bits")
+        if not (0 <= r.tensor <= _U32 and 0 <= r.start <= _U32 and 1 <= r.n <= _U32):
+            raise ValueError("tensor and start must fit in 32 bits, n in [1, 2**32)")
         if r.indices is None:
             if len(r.values) != r.n:
                 raise ValueError("dense record needs n values")
@@ -176,8 +176,17 @@ class _Reader:
         return out
 
 
-def decode(buf: bytes, max_numel: int = 1 << 28, reject_nonfinite: bool = True) -> Payload:
-    """Parse and validate a v1 or v2 payload. Raises ``CorruptPayloadError`` on any problem."""
+def decode(
+    buf: bytes, max_numel: int = 1 << 28, reject_nonfinite: bool = True,
+    max_records: int | None = None,
+) -> Payload:
+    """Parse and validate a v1 or v2 payload. Raises ``CorruptPayloadError`` on any problem.
+
+    ``max_records`` caps the header's record count before any record is parsed: a receiver
+    that knows the adapter layout passes its tensor count (``Method`` does), because parsing
+    a record header costs microseconds of Python, and a valid 10 MB payload can hold 2.6M
+    four-byte records (issue 13, D1: 24 s and +1 GB before the cap). Without it the count is
+    bounded only by the payload length."""
     if not isinstance(buf, bytes | bytearray | memoryview):
         raise CorruptPayloadError("payload", 0, f"expected bytes, got {type(buf).__name__}")
     buf = bytes(buf)
@@ -199,6 +208,9 @@ def decode(buf: bytes, max_numel: int = 1 << 28, reject_nonfinite: bool = True) 
         raise CorruptPayloadError("flags", 7, f"unknown flags {flags:#x}")
     if reserved:  # always written as zero; rejecting it keeps accepted payloads canonical
         raise CorruptPayloadError("reserved", 14, "must be zero")
+    if max_records is not None and count > max_records:
+        raise CorruptPayloadError("count", 16, f"{count} records, at most {max_records} "
+                                  "expected")
     dtype = _DTYPE_NAMES[dtype_id]
     if version == V1:
         records = _decode_v1(buf, count, dtype, max_numel, reject_nonfinite)
@@ -237,8 +249,8 @@ def _decode_v2(
         start, pos = bitpack.get_varint(buf, pos, end, "start", _U32)
         n_at = pos
         n, pos = bitpack.get_varint(buf, pos, end, "n", _U32)
-        if n > max_numel:
-            raise CorruptPayloadError("n", n_at, f"n={n} exceeds the limit {max_numel}")
+        if not 1 <= n <= max_numel:
+            raise CorruptPayloadError("n", n_at, f"n={n} outside [1, {max_numel}]")
         kk, pos = bitpack.get_varint(buf, pos, end, "k", n + 1)
         k = n if kk == 0 else kk - 1
         if kk > 1:

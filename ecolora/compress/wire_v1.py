@@ -30,6 +30,8 @@ def encode_records(records, dtype: str, choose, encode_values) -> list[bytes]:
     gives the Rice parameter b of each sparse record with k >= 1."""
     parts: list[bytes] = []
     for r in records:
+        if r.n < 1:
+            raise ValueError("a record covers at least one entry (n >= 1)")
         vals = encode_values(r.values, dtype)
         if r.indices is None:
             if len(r.values) != r.n:
@@ -53,8 +55,8 @@ def decode_record(reader, dtype: str, itemsize: int, max_numel: int, decode_valu
     tensor, start, n, k, coding, b, reserved, unary_nbytes = RECORD.unpack(
         reader.take(RECORD.size, "record")
     )
-    if n > max_numel:
-        raise CorruptPayloadError("n", at + 8, f"n={n} exceeds the limit {max_numel}")
+    if not 1 <= n <= max_numel:
+        raise CorruptPayloadError("n", at + 8, f"n={n} outside [1, {max_numel}]")
     if k > n:
         raise CorruptPayloadError("k", at + 12, f"k={k} > n={n}")
     if reserved:

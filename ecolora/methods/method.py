@@ -93,8 +93,8 @@ class Method:
 
     def _decode(self, buf: bytes) -> wire.Payload:
         if self.variant.positions == "int32":
-            return rawpos.decode(buf, max_numel=self.cfg.max_tensor_numel)
-        return wire.decode(buf, max_numel=self.cfg.max_tensor_numel)
+            return rawpos.decode(buf, self.cfg.max_tensor_numel, len(self.layout))
+        return wire.decode(buf, self.cfg.max_tensor_numel, max_records=len(self.layout))
 
     # ---- client side -------------------------------------------------------------------
     def client_update(
@@ -217,7 +217,10 @@ class Method:
         """Decode a broadcast and add it to ``params`` (or replace them for a full state)."""
         # the full state is a wire frame for every method; int32 variants' deltas are rawpos
         raw = self.variant.positions == "int32" and payload[4:5] == bytes([rawpos.RAW_VERSION])
-        msg = (rawpos if raw else wire).decode(payload, max_numel=self.cfg.max_tensor_numel)
+        # every payload of this method has at most one record per layout tensor (a segment's
+        # pieces lie in distinct tensors): the cap that keeps huge valid payloads cheap (D1)
+        msg = (rawpos if raw else wire).decode(payload, self.cfg.max_tensor_numel,
+                                               max_records=len(self.layout))
         if msg.kind != wire.KIND_BROADCAST:
             raise CorruptPayloadError("kind", 5, "not a broadcast")
         out = [np.zeros_like(p) if replace else p.copy() for p in params]

@@ -107,8 +107,9 @@ class _Reader:
         return self.buf[self.pos - nbytes : self.pos]
 
 
-def decode(buf: bytes, max_numel: int = 1 << 28) -> wire.Payload:
-    """Parse and validate a raw-position payload; ``CorruptPayloadError`` on any inconsistency."""
+def decode(buf: bytes, max_numel: int = 1 << 28, max_records: int | None = None) -> wire.Payload:
+    """Parse and validate a raw-position payload; ``CorruptPayloadError`` on any inconsistency.
+    ``max_records`` caps the record count as in ``wire.decode``."""
     if not isinstance(buf, bytes | bytearray | memoryview):
         raise CorruptPayloadError("payload", 0, f"expected bytes, got {type(buf).__name__}")
     buf = bytes(buf)
@@ -128,13 +129,13 @@ def decode(buf: bytes, max_numel: int = 1 << 28) -> wire.Payload:
         raise CorruptPayloadError("dtype", 6, f"unknown dtype {dtype_id} or flags {flags:#x}")
     dtype = _DTYPE_NAMES[dtype_id]
     rd = _Reader(buf, _HEADER.size, end)
-    if count > (end - rd.pos) // 4:
+    if count > (end - rd.pos) // 4 or max_records is not None and count > max_records:
         raise CorruptPayloadError("count", 16, f"{count} records cannot fit the payload")
     heads = []
     for _ in range(count):
         at = rd.pos
         tensor, start, n, kk = (rd.varint(f) for f in ("tensor", "start", "n", "k"))
-        if n > max_numel or kk > n + 1:
+        if not 1 <= n <= max_numel or kk > n + 1:
             raise CorruptPayloadError("n", at, f"n={n}, k+1={kk} out of bounds")
         heads.append((at, tensor, start, n, kk))
     packed_nbytes = rd.varint("values_nbytes") if flags & PACKED else 0
