@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import ecolora.runtime.sim as sim
+import ecolora.runtime.driver as driver
 from ecolora.cli.main import main
 from ecolora.config import RunConfig
 from ecolora.runtime.checkpoint import FILENAME, load_checkpoint
@@ -57,14 +57,14 @@ def reference(tiny_model_dir, alpaca_file, tmp_path_factory) -> Path:
 
 def interrupt_after(monkeypatch: pytest.MonkeyPatch, rounds_done: int) -> None:
     """Make the server fail in round ``rounds_done + 1`` as if the process were killed."""
-    real = sim.server_round
+    real = driver.server_round
 
     def server_round(method, uploads, round_, *args):
         if round_ == rounds_done:
             raise KeyboardInterrupt
         return real(method, uploads, round_, *args)
 
-    monkeypatch.setattr(sim, "server_round", server_round)
+    monkeypatch.setattr(driver, "server_round", server_round)
 
 
 @pytest.mark.parametrize("every", [1, 2])

@@ -37,3 +37,18 @@ def emit_samples(setup: RunSetup, params: list[np.ndarray], round_: int) -> None
                             setup.cfg.data.eval_samples, setup.cfg.model.max_new_tokens,
                             setup.answer_extract)
     setup.on_samples([{"round": round_, **row} for row in rows])
+
+
+def evaluate_client(setup: RunSetup, params: list[np.ndarray],
+                    local: list[np.ndarray] | None) -> dict[str, float]:
+    """One client's personalized model (FedSA-LoRA keeps B per client): the global shared
+    tensors with its own local ones (None: never sampled, still the initial ones)."""
+    setup.threads.use_best()
+    return evaluate(setup.model, setup.method.client_start(params, local), setup.eval_data,
+                    setup.tokenizer.pad_token_id, **eval_options(setup))
+
+
+def mean_metrics(scores: list[dict[str, float]]) -> dict[str, float]:
+    """The unweighted mean over clients, as FedSA-LoRA's evaluation averages per-client
+    results; every client is evaluated on the common eval set."""
+    return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
