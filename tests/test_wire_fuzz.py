@@ -50,8 +50,8 @@ def check(buf: bytes, reject_nonfinite: bool = True) -> None:
         assert time.perf_counter() - t0 < 2.0, "decode took too long"
 
 
-def test_pool_has_both_versions_and_is_accepted():
-    assert {buf[4] for buf in pool()} == {wire.V1, wire.V2}
+def test_pool_has_every_version_and_is_accepted():
+    assert {buf[4] for buf in pool()} == {wire.V1, wire.V2, wire.V3}
     assert all(fuzzing.check(buf, MAX_NUMEL) == "ok" for buf in pool())
 
 

@@ -81,8 +81,10 @@ def valid_payload(ch: Chooser, sizes: tuple[int, ...] = SIZES, max_records: int 
         idx = np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
         records.append(wire.Record(t, ch.integer(0, 1 << 20), n,
                                    rng.normal(size=k).astype(np.float32), idx))
+    dtype = pick(ch, list(wire.DTYPES))
+    version = 3 if dtype in ("q8", "q4") else pick(ch, (1, 2, 2))
     payload = wire.Payload(ch.integer(0, 1), ch.integer(0, 2**32 - 1), ch.integer(0, 2**16 - 1),
-                           pick(ch, list(wire.DTYPES)), records, pick(ch, (1, 2, 2)))
+                           dtype, records, version)
     return wire.encode(payload, pick(ch, RULES), compress_values=bool(ch.integer(0, 1)))
 
 

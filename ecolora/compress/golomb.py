@@ -160,7 +160,9 @@ MAX_M = (1 << 32) - 1
 
 
 def golomb_reference(n: int, k: int) -> int:
-    """Integer Gallager-Van Voorhis estimate: ln 2 * (mean gap + 1/2), rounded down (spec §6).
+    """Integer Gallager-Van Voorhis estimate, defined by this exact integer formula (spec §6,
+    docs/wire.md §golomb_m): max(1, ((n-k)*2839 + k*1420) // (4096*k)) for 0 < k < n, else 1.
+    It approximates ln 2 * (mean gap + 1/2) but is not that rounded down (n=139, k=1: 95, not 96).
 
     Integer arithmetic only: the v2 record header sends M as a difference to this value (one
     byte instead of two or three), so both ends must compute it identically on any platform.

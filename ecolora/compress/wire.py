@@ -20,6 +20,10 @@ Format version 2 (written by default) then has, with varint = unsigned LEB128, s
             when smaller, and at most 8x smaller (this bounds decompression)
     trailer crc32 u32 of everything before it
 
+Format version 3 is version 2 with quantized values (dtype q8 or q4, ``quant``): one fp32
+scale per record with k >= 1, then 8-bit codes or 4-bit nibbles; written only for those dtypes.
+``docs/wire.md`` specifies every version to the bit (``tests/wire_reference.py`` decodes from it).
+
 Version 1 (``wire_v1``: 24-byte record headers, Rice only, streams padded per record) is still
 decoded, and written when ``Payload.version == 1``. Why v2: at 0.1% density v1's record header
 cost 2.9 bits per kept index and per-record byte padding 2-25% of the position bits; Golomb's
@@ -43,18 +47,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecolora.compress import bitpack, golomb, golomb_search, values, wire_v1
+from ecolora.compress import bitpack, golomb, golomb_search, quant, values, wire_v1
 from ecolora.compress.values import decode_values, encode_values
-from ecolora.compress.values import round_trip_values as round_trip_values  # re-exported
+from ecolora.compress.values import round_trip_values as values_round_trip
 from ecolora.errors import CorruptPayloadError
 
 MAGIC = b"ECLR"
-V1, V2 = 1, 2
+V1, V2, V3 = 1, 2, 3
 VERSION = V2  # what ``encode`` writes unless the payload asks for v1
 KIND_UPDATE, KIND_BROADCAST = 0, 1
 DENSE, RICE = wire_v1.DENSE, wire_v1.RICE  # v1 record codings
 ALL_SEGMENTS = 0xFFFF
-DTYPES = {"fp16": 0, "bf16": 1, "fp32": 2}
+DTYPES = {"fp16": 0, "bf16": 1, "fp32": 2, "q8": 3, "q4": 4}  # q8, q4: format v3 only
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _ITEMSIZE = values.ITEMSIZE
 _HEADER = struct.Struct("<4sBBBBIHHI")
@@ -74,6 +78,15 @@ class Record:
     n: int
     values: np.ndarray  # float32, length k
     indices: np.ndarray | None = None  # int64 offsets in [0, n), sorted
+    scale: float | None = None  # q8/q4: the record's scale (decoded, or chosen by the sender)
+
+
+def round_trip_values(values: np.ndarray, dtype: str) -> np.ndarray:
+    """What the receiver will see for one record's ``values``: lets senders stay bit-identical
+    to receivers (error feedback subtracts exactly this)."""
+    if dtype in quant.QMAX:
+        return quant.round_trip(values, dtype)[0]
+    return values_round_trip(values, dtype)
 
 
 @dataclass
@@ -96,8 +109,15 @@ def encode(
     ``compress_values`` (v2) DEFLATEs the values' exponent bytes when that is smaller."""
     if payload.dtype not in DTYPES:
         raise ValueError(f"unknown value dtype {payload.dtype!r}")
-    if payload.version not in (V1, V2):
+    if payload.version not in (V1, V2, V3):
         raise ValueError(f"cannot write format version {payload.version}")
+    version = payload.version
+    if payload.dtype in quant.QMAX:  # quantized values exist in v3 only, and v3 only has them
+        if version == V1:
+            raise ValueError(f"format v1 cannot carry {payload.dtype} values")
+        version = V3
+    elif version == V3:
+        raise ValueError("format v3 carries q8/q4 values only")
     given = iter(params) if params is not None else None
     flags = 0
     if payload.version == V1:
@@ -108,7 +128,7 @@ def encode(
         choose = (lambda ns, gaps, ks: golomb_search.choose_golombs(ns, gaps, ks, rice_rule)) \
             if given is None else (lambda ns, gaps, ks: [next(given) for _ in ns])
         flags, parts = _encode_v2(payload.records, payload.dtype, choose, compress_values)
-    header = _HEADER.pack(MAGIC, payload.version, payload.kind, DTYPES[payload.dtype], flags,
+    header = _HEADER.pack(MAGIC, version, payload.kind, DTYPES[payload.dtype], flags,
                           payload.round, payload.segment, 0, len(payload.records))
     body = b"".join([header, *parts])
     return body + _CRC.pack(zlib.crc32(body))
@@ -152,6 +172,9 @@ def _encode_v2(
             bitpack.put_varint(head, bitpack.zigzag(m - golomb.golomb_reference(r.n, k)))
     unary, rem = golomb.encode_sections(gaps, ks, ms)
     bitpack.put_varint(head, len(unary))
+    if dtype in quant.QMAX:
+        raw = quant.encode([(v, r.scale) for v, r in zip(vals, records, strict=True)], dtype)
+        return 0, [bytes(head), unary, rem, raw]
     raw = encode_values(np.concatenate(vals) if vals else np.zeros(0, np.float32), dtype)
     packed = values.pack(raw, dtype) if compress else None
     if packed is not None:
@@ -195,15 +218,16 @@ def decode(
     magic, version, kind, dtype_id, flags, rnd, seg, reserved, count = _HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise CorruptPayloadError("magic", 0, f"expected {MAGIC!r}, got {magic!r}")
-    if version not in (V1, V2):
+    if version not in (V1, V2, V3):
         raise CorruptPayloadError("version", 4, f"unsupported format version {version}")
     (crc,) = _CRC.unpack_from(buf, len(buf) - _CRC.size)
-    if zlib.crc32(buf[: -_CRC.size]) != crc:
+    if zlib.crc32(memoryview(buf)[: -_CRC.size]) != crc:  # no 10 MB copy
         raise CorruptPayloadError("crc32", len(buf) - _CRC.size, "checksum mismatch")
     if kind not in (KIND_UPDATE, KIND_BROADCAST):
         raise CorruptPayloadError("kind", 5, f"unknown payload kind {kind}")
-    if dtype_id not in _DTYPE_NAMES:
-        raise CorruptPayloadError("dtype", 6, f"unknown value dtype id {dtype_id}")
+    if dtype_id not in _DTYPE_NAMES or (_DTYPE_NAMES[dtype_id] in quant.QMAX) != (version == V3):
+        raise CorruptPayloadError("dtype", 6, f"value dtype id {dtype_id} not in version "
+                                  f"{version}")
     if flags & ~(VALUES_DEFLATE if version == V2 else 0):
         raise CorruptPayloadError("flags", 7, f"unknown flags {flags:#x}")
     if reserved:  # always written as zero; rejecting it keeps accepted payloads canonical
@@ -217,6 +241,7 @@ def decode(
     else:
         records = _decode_v2(buf, count, dtype, max_numel, reject_nonfinite, flags)
     return Payload(kind, rnd, seg, dtype, records, version)
+
 
 
 def _decode_v1(buf: bytes, count: int, dtype: str, max_numel: int, reject: bool) -> list[Record]:
@@ -242,7 +267,7 @@ def _decode_v2(
     end, pos = len(buf) - _CRC.size, _HEADER.size
     if count > (end - pos) // _MIN_V2_RECORD:
         raise CorruptPayloadError("count", 16, f"{count} records cannot fit the payload")
-    heads, groups, nvalues = [], [], 0
+    heads, groups, nvalues, ks = [], [], 0, []
     for _ in range(count):
         at = pos
         tensor, pos = bitpack.get_varint(buf, pos, end, "tensor", _U32)
@@ -262,9 +287,11 @@ def _decode_v2(
             groups.append((n, k, m))
         heads.append((tensor, start, n, k, kk == 0, at))
         nvalues += k
+        ks.append(k)
     u_at = pos
     unary_nbytes, pos = bitpack.get_varint(buf, pos, end, "unary_nbytes", end - pos)
-    vbytes = nvalues * _ITEMSIZE[dtype]
+    quantized = dtype in quant.QMAX
+    vbytes = quant.nbytes(ks, dtype) if quantized else nvalues * _ITEMSIZE[dtype]
     if flags & VALUES_DEFLATE:
         v_at = pos
         packed, pos = bitpack.get_varint(buf, pos, end, "values_nbytes", end - pos)
@@ -279,13 +306,18 @@ def _decode_v2(
     raw = view[end - vbytes : end]
     if flags & VALUES_DEFLATE:
         raw = values.unpack(raw[:packed], raw[packed:], nvalues, dtype, end - vbytes)
-    flat = decode_values(raw, dtype)
+    scales: list[float] = []
+    if quantized:
+        flat, scales = quant.decode(raw, ks, dtype, end - vbytes)
+    else:
+        flat = decode_values(raw, dtype)
     if reject and not np.isfinite(flat).all():
         bad = int(np.flatnonzero(~np.isfinite(flat))[0])
         raise CorruptPayloadError("values", end - vbytes, f"non-finite value (value {bad})")
-    records, vpos = [], 0
+    records, vpos, scale = [], 0, iter(scales)
     for tensor, start, n, k, dense, _ in heads:
         indices = None if dense else next(found) if k else np.zeros(0, dtype=np.int64)
-        records.append(Record(tensor, start, n, flat[vpos : vpos + k], indices))
+        records.append(Record(tensor, start, n, flat[vpos : vpos + k], indices,
+                               next(scale) if quantized and k else None))
         vpos += k
     return records
