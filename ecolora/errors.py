@@ -32,3 +32,9 @@ class CorruptPayloadError(EcoloraError):
         super().__init__(f"corrupt payload: field '{field}' at byte {offset}: {detail}")
         self.field = field
         self.offset = offset
+
+
+class RunFailedError(EcoloraError):
+    """A run that finished but trained nothing (every upload rejected): exit 3, files kept."""
+
+    exit_code = 3

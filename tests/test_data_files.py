@@ -160,14 +160,16 @@ def test_invalid_mapping_is_config_error(
         load_records(path, fields=fields)
 
 
-def test_limit_stops_reading(tmp_path: Path) -> None:
+def test_limit_keeps_a_prefix_but_validates_the_rest(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     good = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(3)]
-    path.write_text("\n".join([*good, "{broken"]) + "\n")
+    path.write_text("\n".join(good) + "\n")
     assert [r["instruction"] for r in load_records(path, limit=2)] == ["q0", "q1"]
     assert len(load_records(path, limit=3)) == 3
-    with pytest.raises(DataError, match=":4: invalid JSON"):
-        load_records(path)
+    path.write_text("\n".join([*good, "{broken"]) + "\n")  # issue 15: no silent acceptance
+    for limit in (2, None):
+        with pytest.raises(DataError, match=":4: invalid JSON"):
+            load_records(path, limit=limit)
     with pytest.raises(ConfigError, match="limit"):
         load_records(path, limit=0)
 

@@ -42,8 +42,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # typer turns Ctrl-C into a returned 130
         if isinstance(code, int) and code:
-            if code == 130:
-                typer.echo("interrupted", err=True)
+            if code in (130, 143):  # Ctrl-C, or SIGTERM during `ecolora run` (cli/run.py)
+                typer.echo("interrupted" if code == 130 else "terminated (SIGTERM)", err=True)
             sys.exit(code)
     except EcoloraError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -56,8 +56,10 @@ def main() -> None:
 
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, click.ClickException):  # usage errors too: one line, not a usage
+            text = " ".join(exc.format_message().split())
+            hint = " (see --help)" if isinstance(exc, click.UsageError) else ""
+            typer.echo(f"error: {text}{hint}", err=True)
             sys.exit(exc.exit_code)
         raise
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from ecolora.cli.out_guard import RunLock, claim, make_folder
 from ecolora.config import RunConfig
 from ecolora.errors import ConfigError
 from ecolora.runtime.checkpoint import (
@@ -35,6 +36,9 @@ def saved_config(out: Path) -> RunConfig:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--resume {out}: unreadable config.json ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--resume {out}: config.json must hold a JSON object, got "
+                          f"{type(raw).__name__}")
     return RunConfig.from_dict(raw)
 
 
@@ -54,6 +58,12 @@ class RunFolder:
     setup: RunSetup
     state: SimState | None = None
     samples: list[dict] = field(default_factory=list)
+    lock: RunLock | None = None  # held from open_run_folder until close (cli/out_guard.py)
+
+    def close(self) -> None:
+        """Release the folder's lock (process exit releases it too)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def on_checkpoint(self) -> Callable[[SimState], None]:
         names = [t.name for t in self.setup.layout.tensors]
@@ -66,15 +76,29 @@ class RunFolder:
         write_jsonl(self.out / "samples.jsonl", self.samples)
 
 
-def open_run_folder(out: Path, setup: RunSetup, resume: bool, quiet: bool) -> RunFolder:
-    """Create or reopen ``out``; print and save the partition; load the checkpoint on resume."""
+def open_run_folder(out: Path, setup: RunSetup, resume: bool, quiet: bool,
+                    overwrite: bool = False) -> RunFolder:
+    """Create or reopen ``out`` and lock it; print and save the partition; load the checkpoint on
+    resume. On any error the lock is released again."""
+    make_folder(out)
+    lock = RunLock(out)
+    try:
+        claim(out, resume, overwrite)
+        folder = RunFolder(out, setup, lock=lock)
+        _start(folder, resume, quiet)
+    except BaseException:
+        lock.release()
+        raise
+    return folder
+
+
+def _start(folder: RunFolder, resume: bool, quiet: bool) -> None:
     from ecolora.data.partition import summary_text
     from ecolora.report.partition import plot_partition
     from ecolora.report.results import write_json
 
+    out, setup = folder.out, folder.setup
     cfg = setup.cfg
-    out.mkdir(parents=True, exist_ok=True)
-    folder = RunFolder(out, setup)
     if resume and (out / FILENAME).is_file():
         names = [t.name for t in setup.layout.tensors]
         folder.state = load_checkpoint(out / FILENAME, cfg, names)
@@ -95,7 +119,6 @@ def open_run_folder(out: Path, setup: RunSetup, resume: bool, quiet: bool) -> Ru
         n = sum(len(c) for c in setup.clients) + len(setup.eval_data)
         typer.echo(f"{setup.truncated} of {n} examples truncated at model.max_seq_len="
                    f"{cfg.model.max_seq_len}; objective {setup.objective.name}")
-    return folder
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from ecolora.config.knobs import _check_choices, _check_range, _knob
 from ecolora.errors import ConfigError
 
+MAX_SEED = 2**32 - 1  # the range every seeded library here accepts (legacy numpy's is smallest)
+MIN_MBPS = 1e-3  # 1 kbit/s: slower links make modeled times meaningless (and overflow)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -134,6 +137,8 @@ class FedConfig:
         _check_range("dpo_beta", self.dpo_beta, 0.0, 1e3, lo_open=True)
         if self.checkpoint_every < 0:
             raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy/torch seeds; seed + offsets must still fit
+            raise ConfigError(f"`seed` must be in [0, {MAX_SEED}], got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self)
-        _check_range("uplink_mbps", self.uplink_mbps, 0.0, 1e6, lo_open=True)
-        _check_range("downlink_mbps", self.downlink_mbps, 0.0, 1e6, lo_open=True)
+        # a floor, not just > 0: a subnormal rate makes the modeled time overflow to Infinity
+        _check_range("uplink_mbps", self.uplink_mbps, MIN_MBPS, 1e6)
+        _check_range("downlink_mbps", self.downlink_mbps, MIN_MBPS, 1e6)
         _check_range("latency_ms", self.latency_ms, 0.0, 1e6)

@@ -43,9 +43,9 @@ def load_records(
     """Read ``source`` (a local data file or a hub dataset name) into records.
 
     ``fields`` maps our names to the dataset's keys and overrides detection. ``limit`` keeps the
-    first ``limit`` records and stops reading there (later lines are not validated), so a quick
-    run on a prefix of a large file stays fast. ``category_field`` names the column whose value
-    (a string or an integer label) becomes the record's category.
+    first ``limit`` records; the whole source is still read and validated, so a broken line
+    after the first ``limit`` records is an error, not silently ignored. ``category_field`` names
+    the column whose value (a string or an integer label) becomes the record's category.
 
     ``records`` ('START:STOP', ``data.records``) slices the source's rows in file order before
     anything else, so one file can feed disjoint splits (HH-RLHF ``1200:`` is the DPO split of
@@ -63,11 +63,14 @@ def load_records(
         rows = read_hub(str(source))
     if records:
         rows = islice(rows, start, stop)
-    out = convert(rows, fmt, limit, category_field, categories)
+    out = convert(rows, fmt, None, category_field, categories)[:limit]
     if not out:
         where = f" in records {records}" if records else ""
         kept = f" of categories {', '.join(categories)}" if categories else ""
         raise DataError(f"{source}: dataset is empty (no records{kept}{where})")
+    if not any(str(r["response"]).strip() for r in out):
+        raise DataError(f"{source}: every response is empty ({len(out)} records); check the "
+                        "response column or data.fields")
     return out
 
 

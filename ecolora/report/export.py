@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecolora.report.results import umask
 from ecolora.train.model import set_params
 
 
@@ -27,10 +28,14 @@ def export_adapter(model, tokenizer, params: list[np.ndarray], out: Path,
     set_params(model, params)
     final = out / name
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}."))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; the adapter folder follows the umask
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for file in tmp.rglob("*"):  # safetensors writes 0600 whatever the umask
+            if file.is_file():
+                file.chmod(0o666 & ~umask())
         old = None
         _describe(tmp, base_model, card)
         if final.exists():

@@ -18,10 +18,24 @@ from typing import Any
 LIBRARIES = ("ecolora", "torch", "transformers", "peft", "numpy", "flwr")
 
 
+def umask() -> int:
+    """The process umask (read without changing it where /proc allows: thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600; outputs follow the umask
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

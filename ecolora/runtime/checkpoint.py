@@ -7,6 +7,11 @@ one safetensors file, the JSON as its header metadata, written with ``atomic_wri
 crash the folder holds the previous complete checkpoint or the new one, never a mix. No pickle:
 a checkpoint is plain tensors and JSON, safe to load from anywhere.
 
+safetensors itself has no checksum, and a few flipped bytes in a tensor still load, so a damaged
+file would resume silently with a wrong model. The header therefore also carries SHA-256 digests
+(``ecolora_sha256``: one of the JSON state, one per tensor over its dtype, shape and bytes), and
+reading verifies every one before anything is used.
+
 Resuming rebuilds the run from its saved config (same data, partition and base model, all
 seeded), loads this state and continues the round loop, so ``metrics.jsonl`` ends up identical
 to an uninterrupted run's except for wall-clock timing fields. Client batches and sampling are
@@ -16,6 +21,7 @@ RNG (LoRA dropout) is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +38,7 @@ from ecolora.report.results import atomic_write
 FORMAT = "ecolora-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.safetensors"
+SUMS_KEY = "ecolora_sha256"  # header metadata key of the digests (see the module docstring)
 
 Params = list[np.ndarray]
 
@@ -99,13 +106,27 @@ def save_checkpoint(path: Path, state: SimState, cfg: RunConfig, layout_names: l
         "synced": {str(k): v for k, v in state.synced.items()},
         "last_broadcast": state.last_broadcast, "server": server, "cuda_rng": len(cuda),
     }
-    blob = save(tensors, metadata={"ecolora": json.dumps(meta, sort_keys=True)})
+    header = json.dumps(meta, sort_keys=True)
+    sums = {"header": _sha256(header.encode("utf-8")),
+            "tensors": {name: _tensor_sha256(a) for name, a in tensors.items()}}
+    blob = save(tensors, metadata={"ecolora": header, SUMS_KEY: json.dumps(sums, sort_keys=True)})
     atomic_write(path, lambda fh: fh.write(blob), mode="wb")
 
 
 def _put(tensors: dict[str, np.ndarray], prefix: str, arrays: Params) -> None:
     for i, a in enumerate(arrays):
         tensors[f"{prefix}.{i}"] = np.ascontiguousarray(a)
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_sha256(array: np.ndarray) -> str:
+    """Digest of a tensor's dtype, shape and bytes, so a reshaped or retyped tensor fails too."""
+    h = hashlib.sha256(f"{array.dtype.str}{tuple(array.shape)}".encode())
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- load
@@ -147,13 +168,39 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         tensors = load(data)
         with safe_open(str(path), framework="np") as fh:
             header = fh.metadata() or {}
-        meta = json.loads(header["ecolora"])
+        text = header["ecolora"]
+        meta = json.loads(text)
     except Exception as exc:  # safetensors, JSON and key errors: all mean a damaged file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: corrupt checkpoint ({reason[:200]})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: corrupt checkpoint (header is not a JSON object)")
+    _verify(path, text, header.get(SUMS_KEY), tensors)
     return meta, tensors
+
+
+def _verify(path: Path, text: str, sums_text: str | None, tensors: dict[str, np.ndarray]) -> None:
+    """Every digest must match: the JSON state and each tensor, and no tensor may be extra."""
+    def fail(why: str) -> DataError:
+        return DataError(f"{path}: corrupt checkpoint ({why}); it cannot be resumed, start the "
+                         "run again in a new folder")
+
+    if sums_text is None:
+        raise fail("no checksums: damaged, or written by an ecolora that did not add them")
+    try:
+        sums = json.loads(sums_text)
+        expected = dict(sums["tensors"])
+        header_sum = sums["header"]
+    except (ValueError, KeyError, TypeError):
+        raise fail("unreadable checksums") from None
+    if header_sum != _sha256(text.encode("utf-8")):
+        raise fail("checksum mismatch in the JSON state")
+    if set(expected) != set(tensors):
+        odd = sorted(set(expected) ^ set(tensors))[0]
+        raise fail(f"tensor {odd!r} is missing or unexpected")
+    for name in sorted(tensors):
+        if expected[name] != _tensor_sha256(tensors[name]):
+            raise fail(f"checksum mismatch in tensor {name!r}")
 
 
 def _arrays(tensors: dict[str, np.ndarray], prefix: str, n: int) -> Params:

@@ -45,7 +45,23 @@ def resolve_model_path(name: str) -> str:
             raise ModelError(f"model path is not a folder: {name}")
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder has no config.json: {name}")
+        _check_config_json(path / "config.json", name)
     return name
+
+
+def _check_config_json(path: Path, name: str) -> None:
+    """transformers fails on a config.json that is not a JSON object with a TypeError deep down."""
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = getattr(exc, "msg", None) or getattr(exc, "strerror", None) or str(exc)
+        raise ModelError(f"model folder {name}: config.json is not valid JSON ({reason})"
+                         ) from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"model folder {name}: config.json must hold a JSON object, got "
+                         f"{type(raw).__name__}")
 
 
 _LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -92,14 +108,22 @@ def load_model(cfg: ModelConfig, seed: int):
     logging.getLogger("peft").setLevel(logging.ERROR)
     path = resolve_model_path(cfg.name)
     offline = not Path(path).is_dir()
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.precision])
-    except (OSError, ValueError, KeyError, ImportError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        base, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[cfg.precision], output_loading_info=True,
+            ignore_mismatched_sizes=True)  # mismatches are reported below, in one line
+    except SafetensorError as exc:  # a truncated or damaged weights file
+        raise ModelError(f"cannot load model {cfg.name!r}: damaged weights file "
+                         f"({_first_line(exc)})") from None
+    except (OSError, ValueError, KeyError, ImportError, TypeError, RuntimeError) as exc:
         where = "hub name (no network?)" if offline else "folder"
         raise ModelError(
-            f"cannot load model {cfg.name!r} as a causal LM {where}: {reason}") from None
+            f"cannot load model {cfg.name!r} as a causal LM {where}: {_first_line(exc)}"
+        ) from None
+    _check_weights(cfg.name, info, base, tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
@@ -120,6 +144,29 @@ def load_model(cfg: ModelConfig, seed: int):
     model.to(resolve_device(cfg.device))
     model.train()
     return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _check_weights(name: str, info: dict, base, tokenizer) -> None:
+    """Weights that do not fit config.json are an error, never a silently re-initialized layer."""
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
+    if mismatched:
+        key, have, want = mismatched[0]
+        raise ModelError(f"model {name!r}: weights do not match config.json ({len(mismatched)} "
+                         f"tensors differ, e.g. {key}: {tuple(have)} in the file, "
+                         f"{tuple(want)} by the config)")
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ModelError(f"model {name!r}: weights do not match config.json ({len(missing)} "
+                         f"tensors missing from the weights file, e.g. {missing[0]})")
+    rows = base.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(f"model {name!r}: the tokenizer has {len(tokenizer)} tokens but the "
+                         f"embedding only {rows} rows")
 
 
 def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
