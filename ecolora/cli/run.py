@@ -70,6 +70,19 @@ def run(
     = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
     = False,
+    report_to: Annotated[str, typer.Option(help="also log every round to: none | tensorboard "
+                                           "(OUT/tensorboard)")] = "none",
+    save_every: Annotated[int, typer.Option(help="also save the global adapter every N rounds "
+                                            "as OUT/adapters/round-NNNN (0: final only)")] = 0,
+    save_best: Annotated[bool, typer.Option("--save-best", help="keep the adapter of the best "
+                                            "eval round as OUT/adapter-best",
+                                            show_default=False)] = False,
+    best_metric: Annotated[str, typer.Option(help="eval column --save-best ranks by (loss and "
+                                             "perplexity columns: lower is better)")]
+    = "eval_accuracy",
+    save_payloads: Annotated[str | None, typer.Option(help="write these rounds' client uploads "
+                                                      "to OUT/payloads for ecolora inspect: "
+                                                      "all, last or e.g. 1,30")] = None,
 ) -> None:
     args = dict(locals())
     with on_sigterm_interrupt() as terminated:  # from the start: SIGTERM is never silent
@@ -88,6 +101,7 @@ def _start(config: Path | None, method: str | None, model: str | None, dataset: 
     """Check every input, build the run, then run it inside its locked folder."""
     from ecolora.cli.out_guard import check_out, out_path
     from ecolora.cli.run_folder import check_same_config, open_run_folder, saved_config
+    from ecolora.cli.run_outputs import output_options
     from ecolora.runtime.network import preset_sets
     from ecolora.runtime.setup import build
 
@@ -101,22 +115,24 @@ def _start(config: Path | None, method: str | None, model: str | None, dataset: 
         if asked is not None and asked.resolve() != resume.resolve():
             raise ConfigError(f"--resume {resume} writes into that folder; drop --out {out}")
     folder_path = resume or asked or Path("runs") / f"{cfg.method}-seed{cfg.fed.seed}"
+    outputs = output_options(more["report_to"], more["save_every"], more["save_best"],
+                             more["best_metric"], more["save_payloads"], cfg.fed.rounds)
     check_out(folder_path, resume=resume is not None, overwrite=overwrite)
     start = time.perf_counter()
     setup = build(cfg)  # every input error is raised here, before OUT exists
     folder = open_run_folder(folder_path, setup, resume=resume is not None, quiet=quiet,
                              overwrite=overwrite)
     try:
-        _run(folder, cfg, setup, start, quiet)
+        _run(folder, cfg, setup, start, quiet, outputs)
     finally:
         folder.close()
 
 
-def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool) -> None:
+def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool, opts=None) -> None:
     """The round loop and the final outputs, inside the locked run folder."""
     from tqdm import tqdm
 
-    from ecolora.report.export import export_adapter
+    from ecolora.cli.run_outputs import OutputOptions, RunOutputs, echo_line, export_final
     from ecolora.report.plots import plot_run
     from ecolora.report.results import summarize, write_json, write_jsonl
     from ecolora.runtime.sim import simulate
@@ -140,10 +156,12 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool) -> None:
             post["acc"] = f"{100 * row['eval_accuracy']:.1f}%"
         bar.set_postfix(post)
         bar.update(1)
+        outputs.on_round(row)
 
-    result = simulate(setup, on_round, resume=folder.state, on_checkpoint=folder.on_checkpoint())
+    outputs = RunOutputs(out, setup, opts or OutputOptions(), rows, echo_line(quiet))
+    result = simulate(setup, on_round, resume=folder.state,
+                      on_checkpoint=outputs.after_round(folder.on_checkpoint()))
     bar.close()
-    adapter = export_adapter(setup.model, setup.tokenizer, result["params"], out)
     summary = summarize(rows, result["initial"], cfg.to_dict(), time.perf_counter() - start,
                         {"lora_parameters": setup.layout.numel, "truncated_examples":
                          setup.truncated, "client_sizes": [len(c) for c in setup.clients],
@@ -151,6 +169,8 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool) -> None:
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
     write_json(out / "summary.json", summary)
     s = summary
+    adapter = export_final(setup, result["params"], out, summary)
+    outputs.close()
     what = "preference accuracy" if cfg.fed.objective == "dpo" else "exact match"
     typer.echo(
         f"{cfg.method}: final {what} {100 * s['final_eval_accuracy']:.1f}% "

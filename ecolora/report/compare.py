@@ -4,9 +4,16 @@ Both directions are counted, as FlowerTune's communication budget does: the EcoL
 reports upload savings (spec §2, §4.5: downloads are dense), so the tables show upload, download
 and their sum, and, when a ``METHOD+down`` run (``compress.compress_download``: sparse global
 deltas, spec Q6) sits beside ``METHOD``, what that knob saves in total. Times follow spec §9:
-compute is the measured local training (per round the slowest client, summed), communication is
-modeled by ``runtime.network`` under the run's link and, from the same byte counts, under each
-preset; total = compute + communication.
+communication is modeled by ``runtime.network`` under the run's link and, from the same byte
+counts, under each preset; compute is measured (per round the slowest client).
+
+Measured compute is noise on a shared machine: ``ecolora`` and ``ecolora+down`` train exactly the
+same way, yet once differed 20x and printed a "-361%" total-time cut. So time cuts never use one
+run's measured sum. Runs whose methods train the same tensors (``compute_class``: the variant's
+trained kinds; the rest of the config is shared by one comparison, or one sweep value) share one
+compute measure: the median over those runs of each run's median per-round compute, times the
+rounds. total = that shared compute + modeled communication. The measured sums are still
+reported, in their own column.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ecolora.config import NetworkConfig
+from ecolora.methods.variants import VARIANTS
 from ecolora.report.results import atomic_write
 from ecolora.runtime.batch import RunRecord
 from ecolora.runtime.network import PRESETS, round_comm_s
@@ -33,8 +41,13 @@ def comm_under(rows: list[dict], net: NetworkConfig) -> float | None:
                for r in rows)
 
 
+def compute_class(method: str) -> str:
+    """Runs of one comparison whose local training costs the same: the tensor kinds trained."""
+    return "+".join(VARIANTS[method].train)
+
+
 def run_summary(rec: RunRecord) -> dict:
-    """One run's headline numbers (a row of runs.csv)."""
+    """One run's headline numbers (a row of runs.csv); ``compute_s`` is its measured sum."""
     rows, cfg = rec.rows, rec.job.cfg
     evals = [r for r in rows if "eval_accuracy" in r]
     compute = sum(r["compute_s"] for r in rows)
@@ -49,7 +62,8 @@ def run_summary(rec: RunRecord) -> dict:
         "upload_bytes": sum(r["upload_bytes"] for r in rows),
         "download_bytes": sum(r["download_bytes"] for r in rows),
         "upload_nonzeros": sum(r["upload_nonzeros"] for r in rows),
-        "compute_s": compute, "comm_s": comm, "total_s": compute + comm, "wall_s": rec.wall_s,
+        "compute_s": compute, "compute_round_median_s": _median([r["compute_s"] for r in rows]),
+        "compute_class": compute_class(cfg.method), "comm_s": comm, "wall_s": rec.wall_s,
     }
     out["total_bytes"] = out["upload_bytes"] + out["download_bytes"]
     for name, numbers in PRESETS.items():
@@ -63,6 +77,22 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(x for x in xs if x is not None and not math.isnan(x))
+    if not xs:
+        return math.nan
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def shared_compute(runs: list[dict]) -> dict[str, float]:
+    """Per compute class, the median over its runs of their median per-round compute seconds."""
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        by.setdefault(r["compute_class"], []).append(r["compute_round_median_s"])
+    return {cls: _median(xs) for cls, xs in by.items()}
+
+
 def _std(xs: list[float]) -> float:
     """Sample standard deviation (ddof 1); 0 for a single seed."""
     if len(xs) < 2:
@@ -71,21 +101,32 @@ def _std(xs: list[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-MEANED = ("upload_bytes", "download_bytes", "total_bytes", "compute_s", "comm_s", "total_s",
-          "final_loss", "best_accuracy") + tuple(f"comm_s_{p}" for p in PRESETS)
+MEANED = ("upload_bytes", "download_bytes", "total_bytes", "comm_s", "final_loss",
+          "best_accuracy", "rounds") + tuple(f"comm_s_{p}" for p in PRESETS)
 
 
 def aggregate(runs: list[dict], key: str = "label") -> list[dict]:
-    """Mean (and accuracy std) over seeds per ``key``, in first-seen order, with FedIT ratios."""
+    """Mean (and accuracy std) over seeds per ``key``, in first-seen order, with FedIT ratios.
+
+    ``compute_measured_s`` is the mean of the runs' measured sums; ``compute_s`` is the shared
+    measure of the row's compute class (``shared_compute`` times the rounds), and ``total_s``
+    and the time cuts use it, so that two methods that train alike get the same compute.
+    """
     groups: dict = {}
     for r in runs:
         groups.setdefault(r[key], []).append(r)
+    per_round = shared_compute(runs)
     table = []
     for name, rs in groups.items():
         accs = [r["final_accuracy"] for r in rs]
         row = {key: name, "method": rs[0]["method"], "seeds": len(rs),
                "final_accuracy_mean": _mean(accs), "final_accuracy_std": _std(accs)}
         row.update({f: _mean([r[f] for r in rs]) for f in MEANED})
+        row["compute_class"] = rs[0]["compute_class"]
+        row["compute_measured_s"] = _mean([r["compute_s"] for r in rs])
+        row["compute_round_s"] = per_round[row["compute_class"]]
+        row["compute_s"] = row["compute_round_s"] * row["rounds"]
+        row["total_s"] = row["compute_s"] + row["comm_s"]
         table.append(row)
     base = next((r for r in table if r[key] == BASELINE), None)
     for row in table:
@@ -122,6 +163,10 @@ def _s(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.1f}"
 
 
+def _s3(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+
+
 def markdown(table: list[dict], meta: dict) -> str:
     """compare.md: setup, headline table, bytes in both directions, time under each preset."""
     net = meta["network"]
@@ -131,19 +176,31 @@ def markdown(table: list[dict], meta: dict) -> str:
              f"{net['uplink_mbps']:g} Mbit/s, downlink {net['downlink_mbps']:g} Mbit/s, "
              f"{net['latency_ms']:g} ms one way, transfer model `{net['transport']}` "
              f"({meta['network_name']}). Accuracy: final exact match, mean ± sample std over "
-             "seeds; bytes and times: mean over seeds; compute is measured on this machine, "
-             "communication is modeled (docs/compare.md).", "",
+             "seeds; bytes: mean over seeds.", "",
              "| method | final accuracy | Δ vs FedIT | upload MB | upload / FedIT | download MB "
-             "| up+down MB | up+down / FedIT | compute s | comm s | total s | comm cut "
-             "| total-time cut |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| up+down MB | up+down / FedIT |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(
             f"| {r['label']} | {100 * r['final_accuracy_mean']:.1f} ± "
             f"{100 * r['final_accuracy_std']:.1f}% | {_pp(r['accuracy_delta_vs_fedit'])} "
             f"| {_mb(r['upload_bytes'])} | {_pct(r['upload_ratio'])} "
             f"| {_mb(r['download_bytes'])} | {_mb(r['total_bytes'])} "
-            f"| {_pct(r['total_bytes_ratio'])} | {_s(r['compute_s'])} | {_s(r['comm_s'])} "
+            f"| {_pct(r['total_bytes_ratio'])} |")
+    lines += ["", "## Time: measured compute, modeled communication", "",
+              "Communication is modeled from the exact bytes (docs/compare.md). Compute is "
+              "measured on this machine (per round the slowest client), which other load "
+              "distorts, so methods that train the same tensors share one compute measure: the "
+              "median over their runs of each run's median per-round compute, times the rounds. "
+              "Total time and its cut use that shared measure; the measured sums are shown "
+              "apart.", "",
+              "| method | trains | measured compute s | shared compute s/round | compute s "
+              "(shared) | comm s (modeled) | total s | comm cut | total-time cut |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(
+            f"| {r['label']} | {r['compute_class']} | {_s(r['compute_measured_s'])} "
+            f"| {_s3(r['compute_round_s'])} | {_s(r['compute_s'])} | {_s(r['comm_s'])} "
             f"| {_s(r['total_s'])} | {_pct(r['comm_reduction'])} "
             f"| {_pct(r['total_time_reduction'])} |")
     lines += ["", "## Communication time under each preset (same bytes, modeled)", "",

@@ -96,7 +96,9 @@ def plot_compare(records: list[RunRecord], table: list[dict], out: Path) -> list
 
 def plot_time_breakdown(table: list[dict], out: Path) -> Path:
     """Stacked compute + modeled communication seconds per method, for the run's link and
-    each preset (compute is the same in every panel: it does not depend on the link)."""
+    each preset (compute is the same in every panel: it does not depend on the link). The bar's
+    compute is the shared measure of its compute class (``report.compare.aggregate``); a black
+    tick marks the run's own measured sum, so machine noise stays visible but apart."""
     plt = _plt()
     panels = [("this run's link", "comm_s")] + [(p, f"comm_s_{p}") for p in PRESETS]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 0.5 * len(table) + 2.5),
@@ -106,8 +108,10 @@ def plot_time_breakdown(table: list[dict], out: Path) -> Path:
     for ax, (title, key) in zip(axes, panels, strict=True):
         comp = np.array([r["compute_s"] for r in table], dtype=float)
         comm = np.array([np.nan_to_num(r[key]) if r[key] is not None else 0.0 for r in table])
-        ax.barh(y, comp, color="C0", label="compute (measured)")
+        measured = np.array([r["compute_measured_s"] for r in table], dtype=float)
+        ax.barh(y, comp, color="C0", label="compute (shared median)")
         ax.barh(y, comm, left=comp, color="C1", label="communication (modeled)")
+        ax.plot(measured, y, "k|", markersize=14, label="compute measured (sum)")
         ax.set_title(title)
         ax.set_xlabel("seconds")
         ax.grid(alpha=0.3, axis="x")
