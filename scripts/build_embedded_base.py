@@ -41,6 +41,7 @@ from ecolora.data.embedded import (  # noqa: E402
     make_records,
     random_word,
 )
+from ecolora.train.portable import make_tokenizer_portable  # noqa: E402
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 # Every printable ASCII character plus newline: covers all prompts and answers.
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    make_tokenizer_portable(out)  # loads on transformers 4.x and 5.x
     (out / "build_info.json").write_text(json.dumps({
         "script": "scripts/build_embedded_base.py",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()

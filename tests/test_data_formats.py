@@ -11,11 +11,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ecolora.config import ModelConfig
 from ecolora.data.embedded import EMBEDDED_BASE_DIR
 from ecolora.data.files import load_records
 from ecolora.data.prompt import render_prompt
 from ecolora.errors import ConfigError, DataError
-from ecolora.train.batches import IGNORE, Example, PairExample, collate, tokenize_records
+from ecolora.train.batches import (
+    IGNORE,
+    Example,
+    PairExample,
+    TokenBudget,
+    collate,
+    tokenize,
+    tokenize_records,
+)
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl"
 CHAT_TEMPLATE = (
@@ -209,6 +218,49 @@ def test_truncation_is_counted_and_keeps_the_response(tokenizer) -> None:
     assert truncated == 1
     assert all(len(e.input_ids) <= 16 for e in examples)
     assert tokenizer.decode(examples[0].input_ids[examples[0].n_prompt:-1]) == "abc"
+
+
+def test_prompt_budget_keeps_the_prompt_and_gives_the_response_the_rest(tokenizer) -> None:
+    """A long prompt with a long response: the prompt keeps its budget (its last tokens, so the
+    'A: ' cue survives), not one token, and the response is cut to the rest."""
+    rec = {"instruction": "x" * 100, "context": "", "response": "y" * 100, "category": ""}
+    done = tokenize([rec], tokenizer, TokenBudget(32, prompt=12))
+    (ex,) = done.examples
+    assert (done.truncated, done.dropped, done.kept) == (1, 0, [0])
+    assert ex.n_prompt == 12 and len(ex.input_ids) == 32
+    assert tokenizer.decode(ex.input_ids[: ex.n_prompt]).endswith("\nA: ")
+    auto = tokenize([rec], tokenizer, TokenBudget(32)).examples[0]
+    assert auto.n_prompt == 16  # 0 = half of max_seq_len
+    short_answer = dict(rec, response="y")  # a short response leaves the prompt more room
+    assert tokenize([short_answer], tokenizer, TokenBudget(32, 12)).examples[0].n_prompt == 30
+
+
+def test_prompts_under_the_minimum_are_dropped_and_counted(tokenizer) -> None:
+    long = {"instruction": "x" * 100, "context": "", "response": "y" * 100, "category": "a"}
+    short = {"instruction": "q", "context": "", "response": "y" * 100, "category": "b"}
+    # the long prompt would keep 8 < 10 tokens: dropped; the short one (8 tokens) keeps all of
+    # its prompt, so it stays even though it is under the minimum
+    done = tokenize([long, short, long], tokenizer, TokenBudget(64, prompt=8, min_prompt=10))
+    assert done.dropped == 2 and done.kept == [1] and len(done.examples) == 1
+    assert done.examples[0].n_prompt == len(tokenizer("Q: q\nA: ")["input_ids"])
+    with pytest.raises(DataError, match="fewer than 10 prompt token"):
+        tokenize([long], tokenizer, TokenBudget(64, prompt=8, min_prompt=10))
+
+
+def test_pairs_share_the_budget_and_never_have_an_empty_prompt(tokenizer) -> None:
+    rec = {"instruction": "x" * 100, "context": "", "response": "y" * 5, "rejected": "n" * 90,
+           "category": ""}
+    (pair,) = tokenize([rec], tokenizer, TokenBudget(40, prompt=10), "dpo").examples
+    assert len(pair.prompt) == 10
+    assert len(pair.prompt) + max(len(pair.chosen), len(pair.rejected)) == 40
+    assert pair.chosen[-1] == tokenizer.eos_token_id  # the short answer is whole
+
+
+@pytest.mark.parametrize("knobs", [{"max_prompt_len": 128}, {"max_prompt_len": -1},
+                                   {"min_prompt_len": 0}, {"min_prompt_len": 128}])
+def test_prompt_budget_knobs_are_checked(knobs: dict) -> None:
+    with pytest.raises(ConfigError, match="prompt_len"):
+        ModelConfig(max_seq_len=128, **knobs)
 
 
 def test_preference_pairs_for_dpo_and_chosen_for_sft(tokenizer) -> None:

@@ -40,7 +40,7 @@ def dpo_config(model: Path, data: Path, **fed: object) -> RunConfig:
         "model": {"name": str(model), "max_seq_len": 32, "lora_r": 4, "max_new_tokens": 4},
         "data": {"dataset": str(data), "eval_examples": 8, "eval_samples": 2},
         "fed": {"clients": 2, "rounds": 1, "local_steps": 2, "batch_size": 4, "eval_every": 1,
-                "objective": "dpo", "dpo_beta": 0.5, "lr": 5e-2, **fed},
+                "objective": "dpo", "dpo_beta": 0.5, "dpo_lr": 5e-2, **fed},
     })
 
 
@@ -73,12 +73,15 @@ def test_loss_is_log2_at_init_and_accuracy_rises(model_dir: Path, pref_file: Pat
     result = simulate(setup)
     assert result["initial"]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
     # eval scores the reference in the eval batch itself: at the zero init every margin is an
-    # exact tie, so the base's preference accuracy is 0, not float noise
+    # exact tie, reported as a tie (half a win: chance level), not as a loss or float noise
     assert result["initial"]["eval_reward_margin"] == 0.0
-    assert result["initial"]["eval_pref_accuracy"] == 0.0
+    assert result["initial"]["eval_pref_ties"] == 1.0
+    assert result["initial"]["eval_pref_wins"] == 0.0
+    assert result["initial"]["eval_pref_accuracy"] == 0.5
     last = result["rounds"][-1]
     assert last["eval_loss"] < math.log(2) - 0.05
     assert last["eval_reward_margin"] > 0 and last["eval_pref_accuracy"] == 1.0
+    assert last["eval_pref_wins"] == 1.0 and last["eval_pref_ties"] == 0.0
     assert last["eval_accuracy"] == last["eval_pref_accuracy"]
     assert {s["round"] for s in samples} == {0, 1, 2, 3, 4}
     assert all(s["reference"] == "yes" and "generated" in s for s in samples)
@@ -91,3 +94,22 @@ def test_every_method_runs_dpo(method: str, model_dir: Path, pref_file: Path) ->
     (row,) = simulate(setup)["rounds"]
     assert row["method"] == method and row["upload_bytes"] > 0
     assert math.isfinite(row["train_loss"]) and "eval_reward_margin" in row
+
+
+def test_dpo_has_its_own_learning_rate_default() -> None:
+    """fed.lr stays SFT's 1e-2; DPO trains at fed.dpo_lr unless that is 0 (then fed.lr)."""
+    base = RunConfig()
+    assert base.fed.client_lr == base.fed.lr == 1e-2
+    dpo = merge(base, {"fed": {"objective": "dpo"}})
+    assert dpo.fed.client_lr == dpo.fed.dpo_lr < dpo.fed.lr
+    assert merge(dpo, {"fed": {"dpo_lr": 0, "lr": 0.3}}).fed.client_lr == 0.3
+    assert merge(base, {"fed": {"dpo_lr": 0.3}}).fed.client_lr == 1e-2  # sft ignores it
+
+
+def test_data_without_categories_states_the_size_skew_fallback(model_dir: Path,
+                                                               tmp_path: Path) -> None:
+    rows = [{"prompt": f"Is {i} a number?", "chosen": "yes", "rejected": "no"} for i in range(40)]
+    path = tmp_path / "nocat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    setup = build(dpo_config(model_dir, path))
+    assert "partition=quantity" in setup.partition["note"]

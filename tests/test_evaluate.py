@@ -71,3 +71,22 @@ def test_samples_rows(tiny, tmp_path: Path) -> None:
     assert [r["prompt"] for r in rows] == ["Q: q0\nA: ", "Q: q1\nA: "]
     assert all(set(r) == {"prompt", "reference", "generated", "correct"} for r in rows)
     assert ev.generate_samples(model, get_params(model), data, tok, 0, 3) == []
+
+
+def test_text_metrics_score_the_generations(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ROUGE-L and a plugged metric score greedy generations; exact match stays teacher forced."""
+    from ecolora.train.metrics import resolve_metrics
+
+    model, tok = tiny
+    records = [{"instruction": "q1", "context": "", "response": "the cat sat", "category": ""},
+               {"instruction": "q2", "context": "", "response": "a dog", "category": ""}]
+    data, _ = tokenize_records(records, tok, 64)
+    params = get_params(model)
+    forced = ev.evaluate(model, params, data, tok.pad_token_id)
+    assert "eval_rouge_l" not in forced  # no metrics asked: nothing generated
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: ["the cat sat", "no"])
+    metrics = resolve_metrics(["rouge_l", "exact_match"], dataset="x.jsonl", objective="sft",
+                              extract="exact")
+    got = ev.evaluate(model, params, data, tok.pad_token_id, tokenizer=tok, text_metrics=metrics)
+    assert got["eval_rouge_l"] == 0.5 and got["eval_exact_match"] == 0.5
+    assert got["eval_accuracy"] == forced["eval_accuracy"]

@@ -164,7 +164,9 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool, opts=None) ->
     bar.close()
     summary = summarize(rows, result["initial"], cfg.to_dict(), time.perf_counter() - start,
                         {"lora_parameters": setup.layout.numel, "truncated_examples":
-                         setup.truncated, "client_sizes": [len(c) for c in setup.clients],
+                         setup.truncated, "dropped_examples": setup.dropped,
+                         "partition_note": setup.partition.get("note", ""),
+                         "client_sizes": [len(c) for c in setup.clients],
                          "torch_threads": setup.threads.report()})
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
     write_json(out / "summary.json", summary)

@@ -118,7 +118,9 @@ def _start(folder: RunFolder, resume: bool, quiet: bool) -> None:
         typer.echo(summary_text(setup.partition, cfg.data.partition))
         n = sum(len(c) for c in setup.clients) + len(setup.eval_data)
         typer.echo(f"{setup.truncated} of {n} examples truncated at model.max_seq_len="
-                   f"{cfg.model.max_seq_len}; objective {setup.objective.name}")
+                   f"{cfg.model.max_seq_len}, {setup.dropped} dropped (prompt under "
+                   f"model.min_prompt_len={cfg.model.min_prompt_len} tokens); objective "
+                   f"{setup.objective.name}")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

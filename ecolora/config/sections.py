@@ -22,6 +22,13 @@ class ModelConfig:
         [], "module names to adapt; empty = all linear projections of the attention and MLP"
     )
     max_seq_len: int = _knob(128, "truncate prompt+response to this many tokens")
+    max_prompt_len: int = _knob(
+        0, "prompt budget when prompt+response exceed max_seq_len: the prompt keeps its last "
+        "max_prompt_len tokens (more if the response is short), the response the rest; "
+        "0 = max_seq_len // 2"
+    )
+    min_prompt_len: int = _knob(4, "an example whose cut prompt would keep fewer tokens is "
+                                "dropped and counted (dropped_examples)")
     threads: int = _knob(0, "torch CPU threads; 0 = auto: the fastest bit-identical count by "
                          "timing below 50M parameters, else all cores")
     precision: str = _knob("fp32", "base model weights dtype (LoRA stays fp32)", ("fp32", "bf16"))
@@ -38,6 +45,12 @@ class ModelConfig:
         _check_range("lora_dropout", self.lora_dropout, 0.0, 0.99)
         if self.max_seq_len < 8:
             raise ConfigError(f"`max_seq_len` must be >= 8, got {self.max_seq_len}")
+        if not 0 <= self.max_prompt_len < self.max_seq_len:
+            raise ConfigError(f"`max_prompt_len` must be in [0, max_seq_len), got "
+                              f"{self.max_prompt_len}")
+        if not 1 <= self.min_prompt_len < self.max_seq_len:
+            raise ConfigError(f"`min_prompt_len` must be in [1, max_seq_len), got "
+                              f"{self.min_prompt_len}")
         _check_choices(self)
         if self.max_new_tokens < 1:
             raise ConfigError(f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
@@ -66,6 +79,11 @@ class DataConfig:
         ("auto", "exact", "gsm8k", "last_number"),
     )
     eval_samples: int = _knob(3, "generated eval samples written to samples.jsonl per eval")
+    metrics: list = _knob(
+        [], "metrics on greedy generations (eval_<name> columns): exact_match, rouge_l, an "
+        "'ecolora.metrics' entry point or module:function; empty = auto (rouge_l for SFT on a "
+        "data file without answer extraction), none = off"
+    )
     categories: list = _knob(
         [], "keep only records of these categories (files), e.g. closed_qa,summarization; "
         "empty = all; applied to the train file and to a separate eval file"
@@ -84,6 +102,8 @@ class DataConfig:
             raise ConfigError("`categories_per_client` must be >= 1 and `eval_samples` >= 0")
         if not all(isinstance(c, str) and c for c in self.categories):
             raise ConfigError("`categories` must be a list of non-empty category names")
+        if not all(isinstance(m, str) and m for m in self.metrics):
+            raise ConfigError("`metrics` must be a list of non-empty metric names")
         parse_records(self.records)
 
 
@@ -112,7 +132,9 @@ class FedConfig:
     rounds: int = _knob(30, "federated rounds T")
     local_steps: int = _knob(5, "local optimizer steps E per round")
     batch_size: int = _knob(8, "examples per local step")
-    lr: float = _knob(1e-2, "client AdamW learning rate")
+    lr: float = _knob(1e-2, "client AdamW learning rate (objective sft; dpo uses fed.dpo_lr)")
+    dpo_lr: float = _knob(1e-3, "client AdamW learning rate when objective=dpo (its own default: "
+                          "SFT's 1e-2 makes the eval DPO loss rise); 0 = use fed.lr")
     lr_schedule: str = _knob(
         "cosine", "client lr over the run's steps, cosine = base to 10% of base; the theory "
         "needs a decaying lr [INF §8]", ("constant", "cosine", "inv_sqrt")
@@ -135,10 +157,17 @@ class FedConfig:
         _check_range("lr", self.lr, 0.0, 10.0, lo_open=True)
         _check_range("weight_decay", self.weight_decay, 0.0, 10.0)
         _check_range("dpo_beta", self.dpo_beta, 0.0, 1e3, lo_open=True)
+        _check_range("dpo_lr", self.dpo_lr, 0.0, 10.0)
         if self.checkpoint_every < 0:
             raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}")
         if not 0 <= self.seed <= MAX_SEED:  # numpy/torch seeds; seed + offsets must still fit
             raise ConfigError(f"`seed` must be in [0, {MAX_SEED}], got {self.seed}")
+
+
+    @property
+    def client_lr(self) -> float:
+        """The client learning rate of this run's objective: DPO has its own (fed.dpo_lr)."""
+        return self.dpo_lr if self.objective == "dpo" and self.dpo_lr > 0 else self.lr
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,13 @@ def partition_indices(
     return _dirichlet(labels, num_clients, alpha, min_per_client, rng)
 
 
-def partition_summary(categories: Sequence[str], parts: Sequence[np.ndarray]) -> dict[str, Any]:
+def partition_summary(categories: Sequence[str], parts: Sequence[np.ndarray],
+                      scheme: str = "") -> dict[str, Any]:
     """Per-client counts per category, as plain ints (JSON-ready; rows of a heatmap).
 
     Returns ``{"categories": [...sorted names], "counts": [[per category] per client],
-    "sizes": [per client], "total": n}``.
+    "sizes": [per client], "total": n}``, plus ``"note"`` when ``scheme`` is a label-skew split
+    that the data cannot give (see ``fallback_note``).
     """
     labels = _labels(categories)
     names, codes = np.unique(labels, return_inverse=True)
@@ -86,12 +88,32 @@ def partition_summary(categories: Sequence[str], parts: Sequence[np.ndarray]) ->
             raise ConfigError(f"client {client} holds an index outside 0..{len(labels) - 1}")
         row = np.bincount(codes[index], minlength=len(names))
         counts.append([int(c) for c in row])
-    return {
+    summary: dict[str, Any] = {
         "categories": [str(name) for name in names],
         "counts": counts,
         "sizes": [sum(row) for row in counts],
         "total": len(labels),
     }
+    note = fallback_note(len(names), scheme)
+    if note:
+        summary["note"] = note
+    return summary
+
+
+def fallback_note(num_categories: int, scheme: str) -> str:
+    """What a label-skew split becomes on data with a single category ("" when nothing to say).
+
+    Data without categories (HH-RLHF, most chat sets) is one category "", and a Dirichlet split
+    of one category only draws the client sizes: a size-skew split, not the label skew the
+    scheme promises. That is said out loud instead of happening silently.
+    """
+    if num_categories > 1 or scheme not in ("dirichlet", "pathological"):
+        return ""
+    what = ("only the client sizes are skewed (Dirichlet(alpha) sizes, as partition=quantity)"
+            if scheme == "dirichlet" else "every client holds that one category")
+    return (f"note: the data has a single category (no categories given), so partition="
+            f"{scheme} has no labels to skew: {what}; set data.category_field to a column to "
+            "split by label")
 
 
 def _check_args(
@@ -233,6 +255,8 @@ def summary_text(summary: dict[str, Any], scheme: str = "") -> str:
     if used < summary["total"]:
         head += f" ({summary['total'] - used} in categories no client holds)"
     lines = [head + f", {len(names)} categories"]
+    if summary.get("note"):
+        lines.append(summary["note"])
     for k, row in enumerate(counts):
         top = sorted(((c, n or "-") for c, n in zip(row, names, strict=True) if c),
                      reverse=True)[:3]

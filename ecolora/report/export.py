@@ -19,6 +19,7 @@ import numpy as np
 
 from ecolora.report.results import umask
 from ecolora.train.model import set_params
+from ecolora.train.portable import make_tokenizer_portable
 
 
 def export_adapter(model, tokenizer, params: list[np.ndarray], out: Path,
@@ -33,6 +34,7 @@ def export_adapter(model, tokenizer, params: list[np.ndarray], out: Path,
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+            make_tokenizer_portable(tmp)  # transformers 4.x cannot load 5.x's class name
         for file in tmp.rglob("*"):  # safetensors writes 0600 whatever the umask
             if file.is_file():
                 file.chmod(0o666 & ~umask())

@@ -17,7 +17,8 @@ from ecolora.train.evaluate import evaluate, generate_samples
 def eval_options(setup: RunSetup) -> dict[str, Any]:
     """Keyword arguments of ``train.evaluate.evaluate`` for this run."""
     return {"objective": setup.objective, "tokenizer": setup.tokenizer,
-            "extract": setup.answer_extract, "max_new_tokens": setup.cfg.model.max_new_tokens}
+            "extract": setup.answer_extract, "max_new_tokens": setup.cfg.model.max_new_tokens,
+            "text_metrics": setup.text_metrics}
 
 
 def evaluate_global(setup: RunSetup, params: list[np.ndarray], round_: int) -> dict[str, float]:

@@ -45,7 +45,7 @@ def client_round(setup: RunSetup, global_params: list[np.ndarray], client: int, 
     method = setup.method
     t0 = time.perf_counter()
     total = cfg.rounds * cfg.local_steps
-    lrs = [lr_at(round_ * cfg.local_steps + e, total, cfg.lr, cfg.lr_schedule)
+    lrs = [lr_at(round_ * cfg.local_steps + e, total, cfg.client_lr, cfg.lr_schedule)
            for e in range(cfg.local_steps)]
     start = method.client_start(global_params, local)
     with setup.threads.timed(cfg.local_steps):

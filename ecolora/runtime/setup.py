@@ -15,9 +15,10 @@ from ecolora.compress.layout import AdapterLayout
 from ecolora.config import RunConfig
 from ecolora.data.partition import partition_indices, partition_summary
 from ecolora.methods import Method, build_method
-from ecolora.train.batches import Example, tokenize_records
+from ecolora.train.batches import Example, TokenBudget, tokenize
 from ecolora.train.evaluate import resolve_extract
 from ecolora.train.local import gradient_probe
+from ecolora.train.metrics import Metric, resolve_metrics
 from ecolora.train.model import layout_of, load_model
 from ecolora.train.objectives import Objective, make_objective
 from ecolora.train.threads import ThreadTuner, thread_policy
@@ -35,8 +36,10 @@ class RunSetup:
     eval_data: list[Example]
     categories: list[list[str]]  # per client, the category of each example
     truncated: int
+    dropped: int = 0  # examples whose prompt would not fit model.min_prompt_len
     objective: Objective = field(default_factory=Objective)  # SFT or DPO (train/objectives.py)
     answer_extract: str = "exact"  # data.answer_extract with 'auto' resolved
+    text_metrics: dict[str, Metric] = field(default_factory=dict)  # data.metrics, resolved
     partition: dict = field(default_factory=dict)  # partition_summary: clients x categories
     on_samples: Callable[[list[dict]], None] | None = None  # receives generated eval samples
     threads: ThreadTuner = field(default_factory=lambda: ThreadTuner([1]))  # train/threads.py
@@ -75,26 +78,33 @@ def load_data(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
 
 def build(cfg: RunConfig) -> RunSetup:
     train, evals = load_data(cfg)
-    cats = [r.get("category", "") for r in train]
-    parts = partition_indices(cats, cfg.fed.clients, scheme=cfg.data.partition,
-                              alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed,
-                              categories_per_client=cfg.data.categories_per_client)
     model, tok = load_model(cfg.model, cfg.fed.seed)
     layout = layout_of(model)
     method = build_method(cfg.method, cfg.compress, layout)
     objective = make_objective(cfg.fed.objective, cfg.fed.dpo_beta)
-    examples, truncated = tokenize_records(train, tok, cfg.model.max_seq_len, objective.name)
-    eval_data, t_eval = tokenize_records(evals, tok, cfg.model.max_seq_len, objective.name)
+    budget = TokenBudget(cfg.model.max_seq_len, cfg.model.max_prompt_len,
+                         cfg.model.min_prompt_len)
+    fitted, fitted_eval = (tokenize(records, tok, budget, objective.name)
+                           for records in (train, evals))
+    examples, eval_data = fitted.examples, fitted_eval.examples
+    cats = [train[i].get("category", "") for i in fitted.kept]  # dropped examples are gone
+    parts = partition_indices(cats, cfg.fed.clients, scheme=cfg.data.partition,
+                              alpha=cfg.data.dirichlet_alpha, seed=cfg.fed.seed,
+                              categories_per_client=cfg.data.categories_per_client)
     clients = [[examples[i] for i in idx] for idx in parts]
     sample = next((c for c in clients if c), examples)
     probe = gradient_probe(model, sample, cfg.fed.batch_size, tok.pad_token_id, objective)
     threads = thread_policy(model, cfg.model.threads, probe if sample else None)
     sizes = np.array([len(c) for c in clients], dtype=np.float64)
+    extract = resolve_extract(cfg.data.answer_extract, [r["response"] for r in evals])
     return RunSetup(
         cfg=cfg, model=model, tokenizer=tok, layout=layout, method=method, clients=clients,
         weights=list(sizes / sizes.sum()), eval_data=eval_data,
-        categories=[[cats[i] for i in idx] for idx in parts], truncated=truncated + t_eval,
-        objective=objective, partition=partition_summary(cats, parts),
-        answer_extract=resolve_extract(cfg.data.answer_extract, [r["response"] for r in evals]),
-        threads=threads,
+        categories=[[cats[i] for i in idx] for idx in parts],
+        truncated=fitted.truncated + fitted_eval.truncated,
+        dropped=fitted.dropped + fitted_eval.dropped,
+        objective=objective, partition=partition_summary(cats, parts, cfg.data.partition),
+        answer_extract=extract, threads=threads,
+        text_metrics=resolve_metrics(cfg.data.metrics, dataset=cfg.data.dataset,
+                                     objective=objective.name, extract=extract),
     )

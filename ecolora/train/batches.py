@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ecolora.data.prompt import has_chat_template, render_prompt
-from ecolora.errors import ConfigError
+from ecolora.errors import ConfigError, DataError
 
 IGNORE = -100
 
@@ -44,40 +44,100 @@ def _prompt_ids(record: dict, tokenizer) -> list[int]:
     return tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
 
 
-def _fit(prompt: list[int], answers: list[list[int]], max_len: int) -> tuple[list, list, bool]:
-    """Cut answers to max_len - 1 and the prompt from its left end so the longest pair fits."""
-    longest = max(len(a) for a in answers)
-    if len(prompt) + longest <= max_len:
-        return prompt, answers, False
-    answers = [a[: max_len - 1] for a in answers]
-    keep = max_len - max(len(a) for a in answers)
-    return prompt[-keep:], answers, True
+@dataclass(frozen=True)
+class TokenBudget:
+    """How ``max_len`` tokens are shared between a prompt and its answer(s).
+
+    When prompt and answer fit, nothing is cut. Otherwise the prompt keeps its last ``prompt``
+    tokens (0 = half of ``max_len``), or more when the answer leaves room, and the answers get
+    the rest: the response always keeps its room, and no prompt shrinks to a token or two.
+    An example whose prompt would keep fewer than ``min_prompt`` tokens (or none at all) is
+    dropped and counted instead of being trained or scored on a prompt it cannot read.
+    """
+
+    max_len: int
+    prompt: int = 0
+    min_prompt: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_len < 2 or self.prompt < 0 or self.prompt >= self.max_len:
+            raise ConfigError(f"the prompt budget must be in [0, {self.max_len - 1}] "
+                              f"(below model.max_seq_len), got {self.prompt}")
+        if not 1 <= self.min_prompt < self.max_len:
+            raise ConfigError(f"the minimum prompt length must be in [1, {self.max_len - 1}], "
+                              f"got {self.min_prompt}")
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.prompt or self.max_len // 2
+
+    def fit(self, prompt: list[int], answers: list[list[int]]
+            ) -> tuple[list[int], list[list[int]], bool] | None:
+        """(prompt, answers, cut) fitted into ``max_len``; None when the example is dropped."""
+        longest = max(len(a) for a in answers)
+        if len(prompt) + longest <= self.max_len:
+            cut, keep = False, len(prompt)
+        else:
+            keep = min(len(prompt), max(self.prompt_budget, self.max_len - longest))
+            answers = [a[: self.max_len - keep] for a in answers]
+            cut = True
+        if keep < min(len(prompt), self.min_prompt) or keep == 0:
+            return None
+        return prompt[len(prompt) - keep:], answers, cut
 
 
-def tokenize_records(records: list[dict], tokenizer, max_len: int,
-                     objective: str = "sft") -> tuple[list, int]:
-    """(examples, how many were truncated). Prompts lose their left end first.
+@dataclass
+class Tokenized:
+    """Examples plus what fitting them into the budget did: how many were cut, how many dropped,
+    and which records (their indices) survived, so callers can keep record metadata aligned."""
+
+    examples: list = field(default_factory=list)
+    truncated: int = 0
+    dropped: int = 0
+    kept: list[int] = field(default_factory=list)
+
+
+def tokenize(records: list[dict], tokenizer, budget: TokenBudget,
+             objective: str = "sft") -> Tokenized:
+    """Records -> examples under ``budget``; prompts lose their left end first.
 
     ``objective="dpo"`` needs preference records (with ``rejected``) and gives ``PairExample``;
-    ``"sft"`` trains on ``response`` (the chosen answer of a preference record).
+    ``"sft"`` trains on ``response`` (the chosen answer of a preference record). If every record
+    is dropped that is a DataError: nothing could be trained or scored.
     """
-    out: list = []
-    truncated = 0
+    out = Tokenized()
     eos = tokenizer.eos_token_id
     if objective == "dpo" and records and any("rejected" not in r for r in records):
         raise ConfigError("fed.objective=dpo needs a preference dataset (prompt, chosen, "
                           "rejected); this one has no rejected answers")
-    for r in records:
+    for i, r in enumerate(records):
         prompt = _prompt_ids(r, tokenizer)
         answers = [r["response"]] + ([r["rejected"]] if objective == "dpo" else [])
         ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
-        prompt, ids, cut = _fit(prompt, ids, max_len)
-        truncated += cut
+        fitted = budget.fit(prompt, ids)
+        if fitted is None:
+            out.dropped += 1
+            continue
+        prompt, ids, cut = fitted
+        out.truncated += cut
+        out.kept.append(i)
         if objective == "dpo":
-            out.append(PairExample(prompt, ids[0], ids[1], r["response"]))
+            out.examples.append(PairExample(prompt, ids[0], ids[1], r["response"]))
         else:
-            out.append(Example(prompt + ids[0], len(prompt), r["response"]))
-    return out, truncated
+            out.examples.append(Example(prompt + ids[0], len(prompt), r["response"]))
+    if records and not out.examples:
+        raise DataError(f"all {len(records)} examples would keep fewer than "
+                        f"{budget.min_prompt} prompt token(s) at model.max_seq_len="
+                        f"{budget.max_len}; raise model.max_seq_len or model.max_prompt_len, "
+                        "or lower model.min_prompt_len")
+    return out
+
+
+def tokenize_records(records: list[dict], tokenizer, max_len: int,
+                     objective: str = "sft") -> tuple[list, int]:
+    """(examples, how many were truncated) under the default budget (half for the prompt)."""
+    done = tokenize(records, tokenizer, TokenBudget(max_len), objective)
+    return done.examples, done.truncated
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:

@@ -6,7 +6,8 @@ in one forward pass (greedy decoding emits exactly response+EOS iff the argmax a
 position is the target token); any other rule (GSM8K's ``####``, the last number) needs the
 generated text, so those decode greedily. DPO: the mean DPO loss and, from the implicit rewards
 ``beta * (log pi - log pi_ref)``, preference accuracy (chosen scored above rejected) and mean
-reward margin. ``eval_accuracy`` is always the objective's headline accuracy (exact match for
+reward margin, with ties (margin exactly 0) as half a win and their share reported apart
+(``eval_pref_ties``). ``eval_accuracy`` is always the objective's headline accuracy (exact match for
 SFT, preference accuracy for DPO), so summaries and plots need no special case.
 """
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ecolora.train.batches import IGNORE, Example, PairExample, collate, to_device
+from ecolora.train.metrics import Metric, score
 from ecolora.train.model import set_params
 from ecolora.train.objectives import Objective
 
@@ -60,24 +62,39 @@ def _device(model) -> torch.device:
 @torch.no_grad()
 def evaluate(model, params: list[np.ndarray], data: list, pad_id: int, batch_size: int = 64,
              *, objective: Objective | None = None, tokenizer=None, extract: str = "exact",
-             max_new_tokens: int = 64) -> dict[str, float]:
-    """Metrics of ``params`` on ``data`` (Examples for SFT, PairExamples for DPO)."""
+             max_new_tokens: int = 64, text_metrics: dict[str, Metric] | None = None
+             ) -> dict[str, float]:
+    """Metrics of ``params`` on ``data`` (Examples for SFT, PairExamples for DPO).
+
+    ``text_metrics`` (``train.metrics``) score greedy generations against the references and
+    add ``eval_<name>`` columns; generation runs only when they or answer extraction need it.
+    """
     set_params(model, params)
     model.eval()
     try:
-        if data and isinstance(data[0], PairExample):
-            return _evaluate_pairs(model, data, pad_id, objective or Objective("dpo"), batch_size)
-        metrics = _evaluate_sft(model, data, pad_id, batch_size)
-        if extract != "exact":
+        pairs = bool(data) and isinstance(data[0], PairExample)
+        if pairs:
+            metrics = _evaluate_pairs(model, data, pad_id, objective or Objective("dpo"),
+                                      batch_size)
+        else:
+            metrics = _evaluate_sft(model, data, pad_id, batch_size)
+        if data and (text_metrics or (extract != "exact" and not pairs)):
             if tokenizer is None:
-                raise ValueError("answer extraction needs the tokenizer")
-            texts = generate(model, tokenizer, [e.input_ids[: e.n_prompt] for e in data],
-                             max_new_tokens, batch_size)
-            hits = [_match(t, e.reference, extract) for t, e in zip(texts, data, strict=True)]
-            metrics["eval_accuracy"] = float(np.mean(hits)) if hits else 0.0
+                raise ValueError("generated-text metrics need the tokenizer")
+            texts = generate(model, tokenizer, [_prompt(e) for e in data], max_new_tokens,
+                             batch_size)
+            if extract != "exact" and not pairs:
+                hits = [_match(t, e.reference, extract) for t, e in zip(texts, data, strict=True)]
+                metrics["eval_accuracy"] = float(np.mean(hits)) if hits else 0.0
+            metrics.update(score(text_metrics or {}, texts, [e.reference for e in data]))
         return metrics
     finally:
         model.train()
+
+
+def _prompt(example: Example | PairExample) -> list[int]:
+    return example.prompt if isinstance(example, PairExample) else \
+        example.input_ids[: example.n_prompt]
 
 
 def _match(generated: str, reference: str, rule: str) -> bool:
@@ -114,11 +131,27 @@ def _evaluate_pairs(model, data: list[PairExample], pad_id: int, objective: Obje
         margins += stats["margin"].tolist()
         chosen += stats["chosen"].tolist()
         rejected += stats["rejected"].tolist()
-    accuracy = float(np.mean(np.array(margins) > 0)) if margins else 0.0
+    wins, ties, accuracy = preference_accuracy(margins)
     return {"eval_loss": float(np.mean(losses)), "eval_accuracy": accuracy,
-            "eval_pref_accuracy": accuracy, "eval_reward_margin": float(np.mean(margins)),
+            "eval_pref_accuracy": accuracy, "eval_pref_wins": wins, "eval_pref_ties": ties,
+            "eval_reward_margin": float(np.mean(margins)),
             "eval_reward_chosen": float(np.mean(chosen)),
             "eval_reward_rejected": float(np.mean(rejected))}
+
+
+def preference_accuracy(margins: list[float]) -> tuple[float, float, float]:
+    """(share of wins, share of exact ties, accuracy with a tie counted as half a win).
+
+    A tie (margin exactly 0: the base model, whose policy is its own reference) says nothing
+    about which answer the model prefers, so it is neither a win nor a loss: counting it as a
+    loss would print the base at 0%, as if it always preferred the rejected answer. Half credit
+    puts the indifferent base at 50%, the chance level, and the tie share is reported apart.
+    """
+    if not margins:
+        return 0.0, 0.0, 0.0
+    m = np.asarray(margins, dtype=np.float64)
+    wins, ties = float(np.mean(m > 0)), float(np.mean(m == 0))
+    return wins, ties, wins + 0.5 * ties
 
 
 def _max_positions(model) -> int | None:
@@ -178,8 +211,7 @@ def generate_samples(model, params: list[np.ndarray], data: list, tokenizer, n: 
         return []
     set_params(model, params)
     chosen = data[:n]
-    prompts = [e.prompt if isinstance(e, PairExample) else e.input_ids[: e.n_prompt]
-               for e in chosen]
+    prompts = [_prompt(e) for e in chosen]
     texts = generate(model, tokenizer, prompts, max_new_tokens)
     rows = []
     for e, p, text in zip(chosen, prompts, texts, strict=True):

@@ -11,7 +11,7 @@ scored alone (batch of its two sequences), so the cached value does not depend o
 first needed it: a resumed run gets bit-identical references. Evaluation batches are fixed, so
 there the reference is scored in the eval batch itself (``batched=True``): with the adapters at
 their zero init, policy and reference are then the same computation and every margin is exactly
-0, so the base model's preference accuracy is a clean 0 (ties are not wins), not float noise.
+0: the base model's pairs are clean ties (``eval_pref_ties`` = 1, accuracy 50%), not float noise.
 """
 
 from __future__ import annotations
