@@ -1,9 +1,11 @@
 """Flower Deployment Engine end to end: 1 SuperLink + 3 SuperNodes on loopback, 2 rounds.
 
-The same job also runs in-process (``runtime.sim.simulate``): per-round bytes must be identical
-and the final eval loss equal within 1e-4, since both runtimes call the same method object and
-round steps. Success is the run status from ``flwr ls`` (``flwr run`` exits 0 even when the
-ServerApp fails later). Every process is torn down by PID, whatever happens.
+The same job also runs in-process (``runtime.sim.simulate``): ``metrics.jsonl`` must be
+identical apart from timing keys, for fedit, ecolora and fedsa-lora, since both runtimes run the
+one round driver (``runtime/driver.py``) and the same method object (one torch thread per
+process, so the float sums are the same). Success is the run status from ``flwr ls``
+(``flwr run`` exits 0 even when the ServerApp fails later). Every process is torn down by PID,
+whatever happens.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from ecolora.runtime.flower.local import (  # noqa: E402
 )
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "flower"
-JOB = {"fed.clients": 3, "fed.rounds": 2, "fed.local_steps": 2, "fed.eval_every": 1,
-       "data.train_examples": 60, "data.eval_examples": 16, "flower.join-timeout": 90.0,
-       "flower.round-timeout": 120.0}
+JOB = {"model.threads": 1, "fed.clients": 3, "fed.rounds": 2, "fed.local_steps": 2,
+       "fed.eval_every": 1, "data.train_examples": 60, "data.eval_examples": 16,
+       "flower.join-timeout": 90.0, "flower.round-timeout": 120.0}
 WALL: dict[str, dict[str, float]] = {}
 
 
@@ -75,7 +77,7 @@ def print_wall() -> None:
               f"in-process {w['sim']:.1f}s, ratio {w['flower'] / w['sim']:.1f}x")
 
 
-@pytest.mark.parametrize("method", ["ecolora", "fedit"])
+@pytest.mark.parametrize("method", ["ecolora", "fedit", "fedsa-lora"])
 def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_file, tmp_path):
     from ecolora.runtime.setup import build
     from ecolora.runtime.sim import simulate
@@ -88,21 +90,23 @@ def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_fil
     summary = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in rows] == [1, 2]
     assert summary["runtime"] == "flower" and summary["config"]["method"] == method
-    assert all(r["clients"] == 3 and not r["rejected"] and not r["dropped"] for r in rows)
+    assert all(r["clients"] == 3 and not r["rejected"] and not r.get("dropped") for r in rows)
+    for name in ("samples.jsonl", "curves.png", "checkpoint.safetensors",
+                 "adapter/adapter_model.safetensors"):
+        assert (out / name).is_file(), name
 
     cfg, _ = from_run_config({**app_defaults(), **overrides})  # what Flower fused
     t0 = time.perf_counter()
-    sim = simulate(build(cfg))["rounds"]
+    sim = json.loads(json.dumps(simulate(build(cfg))["rounds"]))
     WALL[method] = {"flower": outcome.wall_s, "sim": time.perf_counter() - t0}
 
-    for key in ("upload_bytes", "upload_nonzeros", "download_bytes", "clients"):
-        assert [r[key] for r in rows] == [r[key] for r in sim], key
-    for a, b in zip(rows, sim, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-        assert a["comm_s"] == pytest.approx(b["comm_s"])
-    assert abs(rows[-1]["eval_loss"] - sim[-1]["eval_loss"]) <= 1e-4
+    def untimed(rs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("compute_s", "wall_s")} for r in rs]
+
+    assert untimed(rows) == untimed(sim)  # one driver: the same rows on both runtimes
     assert summary["final_eval_loss"] == rows[-1]["eval_loss"]
-    assert summary["total_upload_bytes"] == sum(r["upload_bytes"] for r in sim)
+    if method == "fedsa-lora":  # eval messages (full state to every node) are not counted
+        return
 
     # Flower's own counters see our payloads plus its per-message framing: never less, and the
     # difference per message (3 queries + 3 replies at join, 2 per client per round) is small.

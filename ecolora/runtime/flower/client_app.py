@@ -6,7 +6,9 @@ every node computes the same split and takes part k, exactly like the simulator'
 
 Flower starts a fresh ClientApp process per message, so whatever must outlive a round lives in
 ``context.state`` (kept by the SuperNode): the global adapter the node last synced to (to apply
-the next broadcast *delta* to) and the method's error-feedback residual, both as ArrayRecords.
+the next broadcast *delta* to), the method's error-feedback residual and a personalized
+method's local tensors (FedSA-LoRA's B, which never leave the node), all as ArrayRecords.
+Personalized methods are evaluated where those tensors are: ``@app.evaluate()``.
 The training step and the encoding are ``rounds.client_round`` and the method object, unchanged.
 """
 
@@ -104,14 +106,33 @@ def train(msg: Message, context: Context) -> Message:
     last_round = _held_round(context.state)
     params = synced_global(setup, ins, context.state)
     res = client_round(setup, params, pid, ins.round, _arrays(context.state, P.STATE_RESIDUAL),
-                       last_round=last_round)
+                       _arrays(context.state, P.STATE_LOCAL), last_round=last_round)
     context.state[P.STATE_GLOBAL] = ArrayRecord(params)
     context.state[P.STATE_SYNC] = ConfigRecord({"round": ins.round})
     if res.upload.residual is not None:
         context.state[P.STATE_RESIDUAL] = ArrayRecord(res.upload.residual)
+    if res.local is not None:  # personalized tensors never leave the node
+        context.state[P.STATE_LOCAL] = ArrayRecord(res.local)
     payload = _maybe_corrupt(res.upload.payload, context)
     reply = P.TrainRes(ins.round, pid, payload, res.loss, res.upload.nonzeros, res.compute_s)
     return Message(P.train_reply(reply), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """A personalized method's eval round: this client's own model on the common eval set."""
+    from ecolora.runtime.evaluation import evaluate_client
+    from ecolora.train.model import get_params
+
+    cfg, _ = from_run_config(context.run_config)
+    pid, _ = node_partition(context)
+    round_, client, model = P.parse_eval(msg.content)
+    if client != pid:
+        raise ConfigError(f"server addressed client {client}, this node is {pid}")
+    setup = _setup(cfg)
+    params = setup.method.apply_broadcast(model, get_params(setup.model), replace=True)
+    metrics = evaluate_client(setup, params, _arrays(context.state, P.STATE_LOCAL))
+    return Message(P.eval_reply(round_, pid, metrics), reply_to=msg)
 
 
 def _maybe_corrupt(payload: bytes, context: Context) -> bytes:

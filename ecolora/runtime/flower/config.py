@@ -18,7 +18,6 @@ from ecolora.config import RunConfig, parse_set
 from ecolora.errors import ConfigError
 
 RUNTIME_PREFIX = "flower."
-LOCAL_STATE_METHODS = ("fedsa-lora",)  # personalized B per client: simulation runtime only
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ class FlowerOptions:
     round_timeout: float = 600.0  # seconds a round waits for replies before closing without them
     join_timeout: float = 120.0  # seconds to wait for nodes holding every partition
     min_clients: int = 0  # 0 = all K partitions must have joined before round 1
+    resume: bool = False  # continue the run folder from its checkpoint (if it has one)
 
     def out_dir(self, cfg: RunConfig) -> Path:
         if self.out:
@@ -36,7 +36,18 @@ class FlowerOptions:
         return Path("runs") / f"flower-{cfg.method}-seed{cfg.fed.seed}"
 
 
-_OPTION_KEYS = {"out": str, "round-timeout": float, "join-timeout": float, "min-clients": int}
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
+
+
+_OPTION_KEYS = {"out": str, "round-timeout": float, "join-timeout": float, "min-clients": int,
+                "resume": _bool}
 
 
 def nest(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +89,8 @@ def runtime_options(run_config: Mapping[str, Any]) -> FlowerOptions:
         try:
             values[name.replace("-", "_")] = kind(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"`{key}` expects {kind.__name__}, got {value!r}") from None
+            what = "true or false" if kind is _bool else kind.__name__
+            raise ConfigError(f"`{key}` expects {what}, got {value!r}") from None
     opts = FlowerOptions(**values)
     if opts.round_timeout <= 0 or opts.join_timeout <= 0 or opts.min_clients < 0:
         raise ConfigError("flower.round-timeout and flower.join-timeout must be > 0, "
@@ -89,7 +101,4 @@ def runtime_options(run_config: Mapping[str, Any]) -> FlowerOptions:
 def from_run_config(run_config: Mapping[str, Any]) -> tuple[RunConfig, FlowerOptions]:
     """The validated run configuration and runtime options of one Flower run."""
     cfg = RunConfig.from_dict(nest(run_config))
-    if cfg.method in LOCAL_STATE_METHODS:
-        raise ConfigError(f"method {cfg.method!r} keeps tensors on each client between rounds, "
-                          "which this runtime does not store yet; run it with `ecolora run`")
     return cfg, runtime_options(run_config)

@@ -338,9 +338,16 @@ def launcher_config(config: str, nodes: int, cores: int | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app once on a fresh loopback deployment: ``APP [-c 'k=v ...'] [--nodes N]``."""
+    """Run the app once on a fresh loopback deployment: ``APP [-c 'k=v ...'] [--nodes N]``.
+
+    The overrides are checked first (exit 2 and one ``error:`` line naming the key or value);
+    the logs folder is kept when the run fails, and the results folder is printed.
+    """
     import argparse
     import tempfile
+
+    from ecolora.errors import EcoloraError
+    from ecolora.runtime.flower.launch_check import check_run_config
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("app", type=Path)
@@ -349,13 +356,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
     config = launcher_config(args.run_config, args.nodes)
-    with tempfile.TemporaryDirectory(prefix="ecolora-flower-") as tmp:
-        with LocalDeployment(Path(tmp), nodes=args.nodes) as dep:
-            run_id = dep.submit(args.app.resolve(), config)
-            print(f"run {run_id} started on 127.0.0.1:{dep.port}; logs in {tmp}", flush=True)
-            outcome = dep.wait(run_id, args.timeout)
-            print(f"run {run_id}: {outcome.status} after {outcome.wall_s:.1f}s")
-            return 0 if outcome.status == "finished:completed" else 1
+    try:
+        _, cfg, opts = check_run_config(args.app, config)
+    except EcoloraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="ecolora-flower-"))
+    with LocalDeployment(tmp, nodes=args.nodes) as dep:
+        run_id = dep.submit(args.app.resolve(), config)
+        print(f"run {run_id} started on 127.0.0.1:{dep.port}; logs in {tmp}", flush=True)
+        outcome = dep.wait(run_id, args.timeout)
+    print(f"run {run_id}: {outcome.status} after {outcome.wall_s:.1f}s")
+    if outcome.status != "finished:completed":
+        print(f"error: run {run_id} did not complete ({outcome.details[:300]}); "
+              f"logs kept in {tmp}", file=sys.stderr)
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"results in {opts.out_dir(cfg).resolve()}")
+    return 0
 
 
 if __name__ == "__main__":

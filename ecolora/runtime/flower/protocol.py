@@ -15,15 +15,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from ecolora.errors import CorruptPayloadError
 
 KEY = "ecolora"  # the one ConfigRecord in every ecolora message
 HELLO = "hello"  # query: which partition does this node hold?
+METRICS = "metrics"  # MetricRecord in replies: Flower's own logs and tools can read them
 SYNC_FULL, SYNC_DELTA = "full", "delta"
 # context.state records a ClientApp keeps between rounds (it runs in a fresh process each time)
 STATE_GLOBAL, STATE_RESIDUAL, STATE_SYNC = "ecolora-global", "ecolora-residual", "ecolora-sync"
+STATE_LOCAL = "ecolora-local"  # tensors a personalized method keeps per client (FedSA's B)
 
 
 @dataclass
@@ -79,7 +81,33 @@ def train_reply(res: TrainRes) -> RecordDict:
     return RecordDict({KEY: ConfigRecord({
         "round": res.round, "client": res.client, "payload": res.payload,
         "loss": float(res.loss), "nonzeros": int(res.nonzeros), "compute-s": float(res.compute_s),
-    })})
+    }), METRICS: MetricRecord({"train_loss": float(res.loss),
+                               "upload_bytes": len(res.payload)})})
+
+
+def eval_content(round_: int, client: int, model: bytes) -> RecordDict:
+    """Evaluate ``client``'s own model (the global ``model``, a full state, with its local
+    tensors) on the common eval set: personalized methods only."""
+    return RecordDict({KEY: ConfigRecord({"round": round_, "client": client, "model": model})})
+
+
+def parse_eval(content: RecordDict) -> tuple[int, int, bytes]:
+    rec = _record(content)
+    return _int(rec, "round"), _int(rec, "client"), _bytes(rec, "model")
+
+
+def eval_reply(round_: int, client: int, metrics: dict[str, float]) -> RecordDict:
+    return RecordDict({KEY: ConfigRecord({"round": round_, "client": client}),
+                       METRICS: MetricRecord({k: float(v) for k, v in metrics.items()})})
+
+
+def parse_eval_reply(content: RecordDict) -> tuple[int, int, dict[str, float]]:
+    rec = _record(content)
+    metrics = content.get(METRICS)
+    if not isinstance(metrics, MetricRecord):
+        raise CorruptPayloadError(METRICS, 0, f"message has no MetricRecord {METRICS!r}")
+    values = {k: _float(metrics, k) for k in metrics}
+    return _int(rec, "round"), _int(rec, "client"), values
 
 
 def parse_train_reply(content: RecordDict) -> TrainRes:
@@ -95,14 +123,14 @@ def _record(content: RecordDict) -> ConfigRecord:
     return rec
 
 
-def _int(rec: ConfigRecord, key: str) -> int:
+def _int(rec: ConfigRecord | MetricRecord, key: str) -> int:
     value = rec.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
         raise CorruptPayloadError(key, 0, f"expected an int, got {type(value).__name__}")
     return value
 
 
-def _float(rec: ConfigRecord, key: str) -> float:
+def _float(rec: ConfigRecord | MetricRecord, key: str) -> float:
     value = rec.get(key)
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise CorruptPayloadError(key, 0, f"expected a number, got {type(value).__name__}")

@@ -1,18 +1,16 @@
-"""The Flower ServerApp: the simulator's round loop, with clients on SuperNodes.
+"""The Flower ServerApp: ``runtime/driver.py``'s rounds, with clients on SuperNodes.
 
-What each round computes is ``rounds.server_round`` and the method object, exactly as in
-``runtime/sim.py``; this file only decides *who* gets *which bytes*:
+Every decision (sampling, who downloads the delta and who the full state, aggregation, the
+evaluation cadence, the row, checkpoints) is the driver's, exactly as for ``ecolora run``; this
+file only moves the planned bytes to the nodes and their replies back:
 
-* a node that synced the previous round gets the last broadcast delta, any other node the full
-  fp32 state (``Method.encode_full_state``): the same download rule and byte count as the sim;
-* client order, sampling (``sim.sample_clients``), weights and seeds are the sim's, so one seed
-  and config give the same per-round bytes and the same losses on both runtimes;
 * a node that errors or misses ``flower.round-timeout`` is dropped from that round (logged, in
-  the row's ``dropped``) and resynced with the full state next time; a payload the method
-  refuses is in ``rejected``, as in the simulator. The round always closes.
-
-Rows go to ``metrics.jsonl`` after every round and ``summary.json`` at the end, through the same
-writers and ``summarize`` as ``ecolora run``.
+  the row's ``dropped``) and resynced with the full state next time; a reply that cannot be
+  read, or a payload the method refuses, is in ``rejected``. The round always closes;
+* personalized methods (FedSA-LoRA) keep their local tensors on the nodes, so their eval rounds
+  ask every node to evaluate its own model (an ``evaluate`` message) and average the replies;
+* the run folder is written by ``runtime/outputs.py``, the same files as ``ecolora run``;
+  ``flower.resume=true`` continues it from its checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ import time
 from collections.abc import Iterable
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from flwr.app import Context, Message, MessageType
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -31,6 +29,9 @@ from ecolora.config import RunConfig
 from ecolora.errors import ConfigError, CorruptPayloadError
 from ecolora.runtime.flower import protocol as P
 from ecolora.runtime.flower.config import FlowerOptions, from_run_config
+
+if TYPE_CHECKING:
+    from ecolora.runtime.driver import Delivery, RoundDriver, RoundPlan
 
 POLL_S = 0.25  # reply polling period (Grid.send_and_receive sleeps 3 s between pulls)
 
@@ -78,8 +79,11 @@ def join(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict[int, int]:
                     continue
                 pid, num = P.parse_hello(reply.content)
                 if num != k_total:
-                    raise ConfigError(f"node {src} has num-partitions={num}, the run has "
-                                      f"fed.clients={k_total}")
+                    raise ConfigError(
+                        f"node {src} has num-partitions={num}, the run has fed.clients="
+                        f"{k_total}: one node per client (Simulation Engine: flwr run "
+                        f"--federation-config 'num-supernodes={k_total}', or -c "
+                        f"'fed.clients={num}')")
                 if pid in nodes and nodes[pid] != src:
                     raise ConfigError(f"nodes {nodes[pid]} and {src} both hold partition {pid}")
                 nodes[pid] = src
@@ -126,89 +130,85 @@ def collect(replies: list[Message], expect: dict[int, int], round_: int
 
 def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
     """Every round of one run on the connected SuperNodes; returns the summary."""
-    from ecolora.methods import ServerState
-    from ecolora.report.results import summarize, write_json, write_jsonl
-    from ecolora.runtime.evaluation import evaluate_global
-    from ecolora.runtime.network import round_comm_s
-    from ecolora.runtime.rounds import server_round
+    from ecolora.runtime.driver import RoundDriver
+    from ecolora.runtime.outputs import RunWriter
     from ecolora.runtime.setup import build
-    from ecolora.runtime.sim import sample_clients
-    from ecolora.train.model import get_params
 
     start = time.perf_counter()
     setup = build(cfg)  # the server needs the layout, the weights p_k and the eval set
     out = Path(opts.out_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
-    method = setup.method
+    writer = RunWriter(out, setup)
+    resume = writer.start(opts.resume)
     nodes = join(grid, cfg, opts)
-    params = get_params(setup.model)
-    initial = evaluate_global(setup, params, 0)
-    synced: dict[int, int] = {}  # client -> round whose global its node holds
-    last_broadcast = b""
-    server = ServerState()
-    rows: list[dict] = []
-    for t in range(cfg.fed.rounds):
-        t0 = time.perf_counter()
-        sampled = sample_clients(cfg.fed.seed, t, cfg.fed.clients, cfg.fed.participation)
-        full = method.encode_full_state(params, t)
-        msgs, down, expect = [], [], {}
-        dropped_early = {k: "no node holds this partition" for k in sampled if k not in nodes}
-        for k in sampled:
-            if k not in nodes:
-                continue
-            delta = t > 0 and synced.get(k) == t - 1
-            model = last_broadcast if delta else full
-            ins = P.TrainIns(t, k, P.SYNC_DELTA if delta else P.SYNC_FULL, t - 1, model)
-            msgs.append(Message(P.train_content(ins), nodes[k], MessageType.TRAIN,
-                                group_id=str(t)))
-            down.append(len(model))
-            expect[k] = nodes[k]
-        replies = exchange(grid, msgs, opts.round_timeout)
-        results, rejected, dropped = collect(replies, expect, t)
-        order = sorted(results)  # the simulator's order: aggregation sums in the same order
-        uploads = [(k, results[k].payload, setup.weights[k]) for k in order]
-        srv = server_round(method, uploads, t, server, params)
-        params, last_broadcast = srv.params, srv.broadcast
-        rejected.update(srv.rejected)
-        for k in expect:  # a node that replied holds this round's global; others resync fully
-            if k in results or k in rejected:
-                synced[k] = t
-            else:
-                synced.pop(k, None)
-        dropped.update(dropped_early)
-        for k, why in sorted({**rejected, **dropped}.items()):
-            log(WARNING, "round %d: client %d %s: %s", t + 1, k,
-                "rejected" if k in rejected else "dropped", why)
-        up = [len(results[k].payload) for k in order]
-        row = {
-            "round": t + 1,
-            "method": cfg.method,
-            "clients": len(order),
-            "train_loss": float(np.mean([results[k].loss for k in order])) if order else None,
-            "upload_bytes": int(sum(up)),
-            "upload_nonzeros": int(sum(results[k].nonzeros for k in order)),
-            "download_bytes": int(sum(down)),
-            "upload_bytes_max": max(up, default=0),  # the slowest transfer sets comm time
-            "download_bytes_max": max(down, default=0),
-            "compute_s": max((results[k].compute_s for k in order), default=0.0),
-            "comm_s": round_comm_s(up, down, cfg.network),
-            "rejected": rejected,
-            "dropped": dropped,
-        }
-        if (t + 1) % cfg.fed.eval_every == 0 or t + 1 == cfg.fed.rounds:
-            row.update(evaluate_global(setup, params, t + 1))
-        row["wall_s"] = time.perf_counter() - t0
-        rows.append(row)
-        write_jsonl(out / "metrics.jsonl", rows)
-        log(INFO, "ecolora round %d/%d: %d clients, up %d B, down %d B, loss %s", t + 1,
-            cfg.fed.rounds, len(order), row["upload_bytes"], row["download_bytes"],
-            row.get("eval_loss", row["train_loss"]))
-    summary = summarize(rows, initial, cfg.to_dict(), time.perf_counter() - start, {
-        "runtime": "flower", "lora_parameters": setup.layout.numel,
-        "truncated_examples": setup.truncated, "client_sizes": [len(c) for c in setup.clients],
-        "nodes": {str(k): n for k, n in sorted(nodes.items())},
-    })
-    write_json(out / "summary.json", summary)
+    driver = RoundDriver(setup, resume)
+    if resume is not None:  # a new run: no node holds a global of ours any more
+        driver.forget_sync()
+        log(INFO, "ecolora: resuming %s after round %d", out, resume.round)
+
+    def on_round(row: dict) -> None:
+        writer.on_round(row)
+        log(INFO, "ecolora round %d/%d: %d clients, up %d B, down %d B, loss %s",
+            row["round"], cfg.fed.rounds, row["clients"], row["upload_bytes"],
+            row["download_bytes"], row.get("eval_loss", row["train_loss"]))
+        for k, why in sorted({**row["rejected"], **row.get("dropped", {})}.items()):
+            log(WARNING, "round %d: client %d %s: %s", row["round"], k,
+                "rejected" if k in row["rejected"] else "dropped", why)
+
+    result = driver.run(lambda plan: deliver(grid, plan, nodes, opts),
+                        lambda params: evaluate_on_nodes(grid, driver, params, nodes, opts),
+                        on_round, writer.on_checkpoint(), timed=True)
+    summary = writer.finish(result["initial"], result["params"], time.perf_counter() - start, {
+        "runtime": "flower", "nodes": {str(k): n for k, n in sorted(nodes.items())}})
     log(INFO, "ecolora: results in %s", out.resolve())
     return summary
+
+
+def deliver(grid: Grid, plan: RoundPlan, nodes: dict[int, int], opts: FlowerOptions
+            ) -> Delivery:
+    """Send each planned client its download, collect the replies of this round."""
+    from ecolora.runtime.driver import ClientReply, Delivery
+
+    t = plan.round
+    msgs, expect = [], {}
+    for k in plan.clients:
+        if k not in nodes:
+            plan.skip(k, "no node holds this partition")
+            continue
+        kind = P.SYNC_DELTA if plan.delta[k] else P.SYNC_FULL
+        ins = P.TrainIns(t, k, kind, t - 1, plan.download(k))
+        msgs.append(Message(P.train_content(ins), nodes[k], MessageType.TRAIN, group_id=str(t)))
+        expect[k] = nodes[k]
+    results, rejected, dropped = collect(exchange(grid, msgs, opts.round_timeout), expect, t)
+    replies = [ClientReply(k, r.payload, r.loss, r.nonzeros, r.compute_s)
+               for k, r in results.items()]
+    return Delivery(replies, rejected, dropped)
+
+
+def evaluate_on_nodes(grid: Grid, driver: RoundDriver, params: list, nodes: dict[int, int],
+                      opts: FlowerOptions) -> dict[str, float]:
+    """Personalized eval: every node scores its own model; the unweighted mean of replies."""
+    from ecolora.runtime.evaluation import mean_metrics
+
+    t = driver.state.round
+    model = driver.setup.method.encode_full_state(params, t)
+    msgs = [Message(P.eval_content(t, k, model), node, MessageType.EVALUATE, group_id=f"e{t}")
+            for k, node in sorted(nodes.items())]
+    client_of = {node: k for k, node in nodes.items()}
+    scores: dict[int, dict[str, float]] = {}
+    for reply in exchange(grid, msgs, opts.round_timeout):
+        k = client_of.get(reply.metadata.src_node_id)
+        if k is None or reply.has_error():
+            continue
+        try:
+            round_, client, metrics = P.parse_eval_reply(reply.content)
+        except CorruptPayloadError as exc:
+            log(WARNING, "eval of client %s unreadable: %s", k, exc)
+            continue
+        if (round_, client) == (t, k):
+            scores[k] = metrics
+    missing = sorted(set(nodes) - set(scores))
+    if missing:
+        log(WARNING, "eval round %d: no score from clients %s", t + 1, missing)
+    if not scores:
+        raise ConfigError(f"eval round {t + 1}: no node returned a score")
+    return mean_metrics([scores[k] for k in sorted(scores)])
