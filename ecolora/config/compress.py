@@ -12,7 +12,10 @@ from ecolora.errors import ConfigError
 class CompressConfig:
     """EcoLoRA's three techniques; every choice the paper leaves open is a knob (spec §11)."""
 
-    num_segments: int = _knob(2, "segments S; client k uploads segment (k+t) mod S [INF §4]")
+    num_segments: int = _knob(
+        1, "segments S; client k uploads segment (k+t) mod S [INF §4]. Under the upload budget "
+        "S=1 (each client sends the top of its whole delta) beat S=2/4/8 on every matrix row "
+        "(README); S >= 2 is the paper's round-robin sharing")
     segment_by: str = _knob(
         "module", "segment units: whole tensors, layers or flat chunks [INF §4.1]",
         ("module", "layer", "flat_chunks"),
@@ -25,10 +28,11 @@ class CompressConfig:
         ("constant", "linear", "exp", "energy_split"),
     )
     upload_budget: float = _knob(
-        0.0, "bytes budget per client and round, as a fraction of FedIT's dense 16-bit upload "
+        0.1, "bytes budget per client and round, as a fraction of FedIT's dense 16-bit upload "
         "of the whole adapter; > 0 sets the kept count of the segment (rho_a/rho_b then only "
         "split it between A and B, and no warm-up applies), so the whole-run upload stays under "
-        "the budget at every horizon; 0 = fixed densities (ecolora's own, issue 12)",
+        "the budget at every horizon; 0 = fixed densities and the warm-up (ecolora's own; "
+        "default chosen on the robustness matrix, README)",
     )
     rho_start: float = _knob(0.5, "density at round 0 for linear/exp schedules [INF §5.3]")
     schedule_rounds: int = _knob(5, "rounds to go from rho_start to rho_a/rho_b [INF §5.3]")
@@ -39,7 +43,7 @@ class CompressConfig:
     )
     error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
     residual_scope: str = _knob(
-        "all_untransmitted", "residual keeps everything not sent (the unsent segments too, sent "
+        "segment_mean", "residual keeps everything not sent (the unsent segments too, sent "
         "when their turn comes), only what top-k dropped from the sent segment, or everything "
         "at 1/S so a segment carries the mean delta since its last upload [INF §5.4]",
         ("sparsified_only", "all_untransmitted", "segment_mean"),
@@ -55,6 +59,20 @@ class CompressConfig:
         ("rice_kiely_floor", "rice_ceil", "empirical_best"),
     )
     value_dtype: str = _knob("fp16", "dtype of sent values [INF §6, Q4]", ("fp16", "bf16", "fp32"))
+    value_bits: int = _knob(
+        16, "bits per uploaded value: 16 = value_dtype; 8 or 4 = linear codes with one fp32 scale "
+        "per record (wire format v3), the quantization error kept in the client residual "
+        "(ecolora's own, issue 13; docs/wire.md)",
+    )
+    value_rounding: str = _knob(
+        "nearest", "rounding of 8/4-bit values: nearest, or stochastic (unbiased, seeded by "
+        "round and client) (ecolora's own, issue 13)", ("nearest", "stochastic"),
+    )
+    sparse_download: bool = _knob(
+        False, "broadcast only the entries of the global change that are nonzero, positions "
+        "coded like uploads (dense where that is smaller); lossless: the same global model as "
+        "the dense broadcast (ecolora's own, issue 13)",
+    )
     normalize: str = _knob(
         "uploaders_weight",
         "mean over a segment's uploaders, over all sampled clients, or per entry over the "
@@ -66,8 +84,11 @@ class CompressConfig:
         "momentum, or lazy FedAdam (ecolora's own, methods/server_opt.py)",
         ("sgd", "avgm", "adam"),
     )
-    server_lr: float = _knob(1.0, "server step size: global += server_lr * (delta, momentum "
-                             "or Adam direction)")
+    server_lr: float = _knob(
+        2.0, "server step size: global += server_lr * (delta, momentum or Adam direction); with "
+        "segment_mean, 2 = twice FedIT's global step at every S, which is what S=2 with "
+        "all_untransmitted gave (ecolora's own; default chosen on the robustness matrix, "
+        "README). FedIT and the other dense baselines, and topk-ef, always step at 1")
     server_beta1: float = _knob(0.9, "server momentum (avgm) or Adam's first-moment decay")
     server_beta2: float = _knob(0.99, "Adam's second-moment decay (server_opt=adam)")
     server_eps: float = _knob(1e-3, "Adam's epsilon tau (server_opt=adam)")
@@ -90,6 +111,8 @@ class CompressConfig:
         _check_range("server_eps", self.server_eps, 0.0, 1.0, lo_open=True)
         if self.schedule_rounds < 1:
             raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")
+        if self.value_bits not in (4, 8, 16):
+            raise ConfigError(f"`value_bits` must be 16, 8 or 4, got {self.value_bits}")
         if self.max_tensor_numel < 1:
             raise ConfigError("`max_tensor_numel` must be >= 1")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ecolora.compress import wire
+from ecolora.compress import quant, wire
 from ecolora.compress.layout import AdapterLayout
 from ecolora.compress.segments import make_segments, segment_for
 from ecolora.compress.sparsify import keep_count, sparsify, topk_indices
@@ -66,6 +66,11 @@ class Method:
         self.local = [i for i, k in enumerate(kinds) if k in train and k not in share]
         self.segments = shared_segments(layout, self.shared, cfg.num_segments, cfg.segment_by)
         self.shapes = [t.numel for t in layout.tensors]
+        # uploads: 16-bit values (format v2) or q8/q4 codes with a per-record scale (v3)
+        self.upload_dtype = cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
+        if cfg.value_bits != 16 and self.variant.positions == "int32":
+            raise ConfigError(f"method {name} sends raw int32 positions; value_bits="
+                              f"{cfg.value_bits} needs the ECLR format (value_bits=16)")
 
     # ---- what each client trains and keeps (FFA-LoRA freezes A, FedSA-LoRA keeps B) ---------
     @property
@@ -140,20 +145,27 @@ class Method:
                 new_res = [a.copy() for a in acc]
             else:  # sparsified_only: unsent segments keep their old (decayed) residual
                 new_res = [decay * r for r in old]
+        dtype = self.upload_dtype
         for p, v, idx in zip(pieces, values, kept, strict=True):
             sent = v if idx is None else v[idx]
-            records.append(wire.Record(p.tensor, p.start, p.size, sent, idx))
+            scale = None
+            if dtype in quant.QMAX:  # send exactly what the receiver decodes, and its scale
+                rng = None if cfg.value_rounding == "nearest" else \
+                    np.random.default_rng([round_, client, p.tensor, p.start])
+                received, scale = quant.round_trip(sent, dtype, rng)
+            else:
+                received = wire.round_trip_values(sent, dtype)
+            records.append(wire.Record(p.tensor, p.start, p.size,
+                                       sent if scale is None else received, idx, scale))
             nonzeros += sent.size
             if use_ef:
                 target = new_res[p.tensor][p.start : p.stop]
                 target[:] = v
-                received = wire.round_trip_values(sent, cfg.value_dtype)
                 if idx is None:
                     target -= received
                 else:
                     target[idx] -= received
-        payload = self._encode(
-            wire.Payload(wire.KIND_UPDATE, round_, seg, cfg.value_dtype, records))
+        payload = self._encode(wire.Payload(wire.KIND_UPDATE, round_, seg, dtype, records))
         return ClientUpload(payload, new_res, nonzeros, seg)
 
     # ---- server side -------------------------------------------------------------------
@@ -202,9 +214,26 @@ class Method:
                 a[idx] -= wire.round_trip_values(sent, cfg.value_dtype)
             state.residual = acc
         else:  # only shared tensors change globally: frozen or local ones are not broadcast
-            records = [wire.Record(i, 0, delta[i].size, delta[i]) for i in self.shared]
+            records = [self._broadcast_record(i, delta[i]) for i in self.shared]
         return self._encode(
             wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records))
+
+    def _broadcast_record(self, i: int, d: np.ndarray) -> wire.Record:
+        """Dense, or with ``sparse_download`` only the entries the receiver would change.
+
+        Lossless by construction: an entry left out is one whose 16-bit value is ±0, which the
+        dense broadcast adds as ±0 and so does not change the global model either (a param
+        -0.0 plus +0.0 would become +0.0, but sums only give -0.0 from -0.0 + -0.0, and LoRA
+        starts from random A and +0 B). Sparse is used when its estimated size (value bits
+        plus ~log2(n/k) + 2 position bits per entry) is below the dense size."""
+        if not self.cfg.sparse_download:
+            return wire.Record(i, 0, d.size, d)
+        idx = np.flatnonzero(wire.round_trip_values(d, self.cfg.value_dtype))
+        vbits = 32 if self.cfg.value_dtype == "fp32" else 16
+        k = idx.size
+        if k * (vbits + 2 + np.log2(d.size / max(k, 1))) < d.size * vbits:
+            return wire.Record(i, 0, d.size, d[idx], idx)
+        return wire.Record(i, 0, d.size, d)
 
     def encode_full_state(self, params: Params, round_: int) -> bytes:
         """The whole global adapter in fp32: the first sync, or a client that missed rounds."""

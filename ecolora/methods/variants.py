@@ -48,7 +48,8 @@ def uniform_density(cfg: CompressConfig, layout: AdapterLayout) -> float:
 
 _DENSE = dict(num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False,
               sparsity_schedule="constant", compress_download=False, server_opt="sgd",
-              server_lr=1.0, upload_budget=0.0)  # FedAvg on LoRA (spec §3), plain server step
+              server_lr=1.0, upload_budget=0.0, value_bits=16)  # FedAvg on LoRA (spec §3), plain
+# server step, 16-bit values: without error feedback 8/4-bit codes would lose their error
 
 
 def _dense(cfg: CompressConfig, layout: AdapterLayout) -> dict:
@@ -75,7 +76,9 @@ def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     else:
         rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
     return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True, upload_budget=0.0,
-                rho_start=cfg.rho_start / cfg.num_segments, stale_decay=1.0)
+                value_bits=16,  # raw int32 positions and plain values: no v3 codes
+                rho_start=cfg.rho_start / cfg.num_segments, stale_decay=1.0,
+                server_opt="sgd", server_lr=1.0)  # the classic baseline: plain server step
 
 
 def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
@@ -116,5 +119,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             lambda cfg, layout: dict(error_feedback=False)),
     Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice (values "
             "coded as ecolora's)",
-            "EcoLoRA ablation of spec §6", positions="int32"),
+            "EcoLoRA ablation of spec §6", lambda cfg, layout: dict(value_bits=16),
+            positions="int32"),
 ]}
