@@ -369,8 +369,13 @@ def test_read_only_parent_is_refused(tmp_path, capsys) -> None:
 
 
 def ecolora(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    import ecolora as package
+
+    root = str(Path(package.__file__).resolve().parent.parent)  # found from any cwd
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     return subprocess.run([sys.executable, "-m", "ecolora.cli.main", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 SUBPROCESS = [
