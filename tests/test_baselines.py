@@ -72,7 +72,7 @@ def test_fedsa_lora_shares_a_and_keeps_b_on_the_client():
 
 
 def test_topk_ef_is_budget_matched_with_raw_int32_positions():
-    cfg = CompressConfig(num_segments=2, rho_a=0.05, rho_b=0.2)
+    cfg = CompressConfig(num_segments=2, rho_a=0.05, rho_b=0.2, upload_budget=0.0)
     topk, eco = build_method("topk-ef", cfg, LAYOUT), build_method("ecolora", cfg, LAYOUT)
     assert topk.cfg.num_segments == 1 and topk.cfg.error_feedback
     assert topk.cfg.rho_a == topk.cfg.rho_b == pytest.approx(uniform_density(cfg, LAYOUT) / 2)
@@ -89,7 +89,8 @@ def test_topk_ef_is_budget_matched_with_raw_int32_positions():
 
 
 def test_topk_ef_budget_follows_the_warm_up():
-    cfg = CompressConfig(sparsity_schedule="exp", rho_start=0.5, schedule_rounds=5)
+    cfg = CompressConfig(num_segments=2, upload_budget=0.0, sparsity_schedule="exp", rho_start=0.5,
+                         schedule_rounds=5)
     topk, eco = build_method("topk-ef", cfg, LAYOUT), build_method("ecolora", cfg, LAYOUT)
     assert topk.cfg.sparsity_schedule == "exp" and topk.cfg.rho_start == 0.25
     kept = []

@@ -194,7 +194,9 @@ def test_sweep_end_to_end(tiny_model_dir, alpaca_file, tmp_path):
         ("1", "fedit"), ("1", "ecolora"), ("2", "fedit"), ("2", "ecolora")]
     up = {(r["value"], r["label"]): float(r["upload_bytes"]) for r in table}
     assert up[("1", "fedit")] == up[("2", "fedit")]  # FedIT ignores the segment knob
-    assert up[("2", "ecolora")] < 0.75 * up[("1", "ecolora")]
+    # the byte budget (compress.upload_budget) sets the bytes, whatever S is
+    assert all(up[(v, "ecolora")] < 0.15 * up[(v, "fedit")] for v in ("1", "2"))
+    assert 0.8 < up[("2", "ecolora")] / up[("1", "ecolora")] < 1.25
     assert "| 2 | ecolora |" in (out / "sweep_segments.md").read_text()
     assert (out / "runs" / "segments=2" / "ecolora-seed0" / "metrics.jsonl").is_file()
 

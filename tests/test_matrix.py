@@ -32,7 +32,7 @@ family = "fam"
 metric = "loss"
 methods = ["ecolora"]
 baseline_from = "a"
-set = {compress = {num_segments = 1}}
+set = {compress = {num_segments = 2}}
 """
 
 
@@ -47,7 +47,7 @@ def test_grid_parses_rows_methods_and_defaults():
                         {"name": "b", "methods": ["ecolora", {"label": "m0", "method": "ecolora",
                                                               "set": {"compress": {"rho_b": 0.1}}}],
                          "baseline_from": "a", "set": {"fed": {"rounds": 3},
-                                                       "compress": {"num_segments": 1}}}))
+                                                       "compress": {"num_segments": 2}}}))
     a, b = g.rows
     assert (a.name, a.family, a.metric, a.cfg.fed.rounds, a.cfg.fed.clients) == ("a", "f",
                                                                                   "accuracy", 3, 2)
@@ -57,7 +57,7 @@ def test_grid_parses_rows_methods_and_defaults():
     # a: fedit, ecolora; b: borrowed fedit (same run as a's), ecolora, m0 -> 5 uses per seed
     assert len(uses) == 10 and len(jobs) == 8
     m0 = next(j for j in jobs.values() if j.label == "m0")
-    assert m0.cfg.compress.rho_b == 0.1 and m0.cfg.compress.num_segments == 1
+    assert m0.cfg.compress.rho_b == 0.1 and m0.cfg.compress.num_segments == 2
     assert {u.seed for u in uses} == {0, 1}
 
 

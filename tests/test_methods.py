@@ -13,6 +13,9 @@ from ecolora.errors import CorruptPayloadError
 from ecolora.methods import ServerState, build_method
 from ecolora.runtime.rounds import server_round
 
+#: fixed densities and FedIT's server step (the defaults budget bytes and step at 2)
+FIXED = dict(upload_budget=0.0, server_lr=1.0)
+
 LAYOUT = AdapterLayout.from_shapes({
     "l.0.q.lora_A.w": (2, 6), "l.0.q.lora_B.w": (6, 2),
     "l.1.q.lora_A.w": (2, 6), "l.1.q.lora_B.w": (6, 2),
@@ -43,7 +46,7 @@ def test_fedit_is_weighted_mean_of_fp16_deltas():
 
 
 def test_ecolora_s1_dense_no_ef_equals_fedit():
-    cfg = CompressConfig(num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False)
+    cfg = CompressConfig(**FIXED, num_segments=1, rho_a=1.0, rho_b=1.0, error_feedback=False)
     eco = build_method("ecolora", cfg, LAYOUT)
     fed = build_method("fedit", CompressConfig(), LAYOUT)
     ds = [deltas(i) for i in range(3)]
@@ -55,7 +58,7 @@ def test_ecolora_s1_dense_no_ef_equals_fedit():
 
 
 def test_unuploaded_segment_keeps_previous_value():
-    cfg = CompressConfig(num_segments=2, rho_a=1.0, rho_b=1.0, error_feedback=False)
+    cfg = CompressConfig(**FIXED, num_segments=2, rho_a=1.0, rho_b=1.0, error_feedback=False)
     method = build_method("ecolora", cfg, LAYOUT)
     res = run_round(method, [deltas(0)], [1.0])  # client 0, round 0 -> segment 0 only
     seg1 = method.segments[1]
@@ -66,7 +69,7 @@ def test_unuploaded_segment_keeps_previous_value():
 
 
 def test_segment_mean_over_its_uploaders():
-    cfg = CompressConfig(num_segments=2, rho_a=1.0, rho_b=1.0, error_feedback=False,
+    cfg = CompressConfig(**FIXED, num_segments=2, rho_a=1.0, rho_b=1.0, error_feedback=False,
                          value_dtype="fp32")
     method = build_method("ecolora", cfg, LAYOUT)
     ds = [deltas(i) for i in range(4)]  # clients 0,2 send segment 0; 1,3 send segment 1

@@ -13,6 +13,9 @@ from ecolora.config import CompressConfig
 from ecolora.methods import ServerState
 from ecolora.methods.server_opt import server_step
 
+#: fixed densities and FedIT's server step (the defaults budget bytes and step at 2)
+FIXED = dict(upload_budget=0.0, server_lr=1.0)
+
 
 def test_sgd_scales_by_server_lr():
     d = [np.array([1.0, -2.0], np.float32)]
@@ -46,8 +49,8 @@ def test_segment_mean_enters_deltas_at_one_over_s():
     from ecolora.methods import build_method
 
     layout = AdapterLayout.from_shapes({"layers.0.q.lora_A": (2, 4), "layers.0.q.lora_B": (4, 2)})
-    cfg = CompressConfig(num_segments=2, residual_scope="segment_mean", rho_a=1.0, rho_b=1.0,
-                         sparsity_schedule="constant", value_dtype="fp32")
+    cfg = CompressConfig(**FIXED, num_segments=2, residual_scope="segment_mean", rho_a=1.0,
+                         rho_b=1.0, sparsity_schedule="constant", value_dtype="fp32")
     m = build_method("ecolora", cfg, layout)
     delta = [np.full(8, 2.0, np.float32), np.full(8, 4.0, np.float32)]
     up = m.client_update(delta, None, client=0, round_=0)

@@ -67,7 +67,7 @@ def test_too_many_segments_is_a_config_error():
 
 def test_a_and_b_budgets_differ():
     lay = layout(1)
-    cfg = CompressConfig(rho_a=0.1, rho_b=0.5, sparsity_schedule="constant",
+    cfg = CompressConfig(upload_budget=0.0, rho_a=0.1, rho_b=0.5, sparsity_schedule="constant",
                          topk_scope="per_tensor")
     seg = make_segments(lay, 1, "module")[0]
     vals = [np.random.default_rng(i).normal(size=p.size).astype(np.float32)
@@ -94,7 +94,7 @@ def test_energy_split_moves_budget_to_the_energetic_kind():
     seg = make_segments(lay, 1, "module")[0]
     vals = [np.full(p.size, 10.0 if lay.tensors[p.tensor].kind == "B" else 0.01, np.float32)
             for p in seg]
-    cfg = CompressConfig(rho_a=0.2, rho_b=0.2, sparsity_schedule="energy_split",
+    cfg = CompressConfig(upload_budget=0.0, rho_a=0.2, rho_b=0.2, sparsity_schedule="energy_split",
                          topk_scope="per_tensor")
     kept = sparsify(vals, seg, lay, 0, cfg)
     n_a = sum(len(k) for p, k in zip(seg, kept, strict=True) if lay.tensors[p.tensor].kind == "A")
