@@ -169,10 +169,10 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool, opts=None) ->
                          "client_sizes": [len(c) for c in setup.clients],
                          "torch_threads": setup.threads.report()})
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
-    write_json(out / "summary.json", summary)
-    s = summary
     adapter = export_final(setup, result["params"], out, summary)
     outputs.close()
+    write_json(out / "summary.json", summary)
+    s = summary
     what = "preference accuracy" if cfg.fed.objective == "dpo" else "exact match"
     typer.echo(
         f"{cfg.method}: final {what} {100 * s['final_eval_accuracy']:.1f}% "

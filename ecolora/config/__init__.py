@@ -19,8 +19,9 @@ from ecolora.config.knobs import METHODS
 from ecolora.config.sections import DataConfig, FedConfig, ModelConfig, NetworkConfig, parse_records
 from ecolora.errors import ConfigError
 
-__all__ = ["METHODS", "CompressConfig", "DataConfig", "FedConfig", "ModelConfig", "NetworkConfig",
-           "RunConfig", "SECTIONS", "knob_table", "load_toml", "merge", "parse_records", "parse_set"]
+__all__ = ["METHODS", "SECTIONS", "CompressConfig", "DataConfig", "FedConfig", "ModelConfig",
+           "NetworkConfig", "RunConfig", "knob_table", "load_toml", "merge", "parse_records",
+           "parse_set"]
 
 
 SECTIONS: dict[str, type] = {

@@ -163,7 +163,6 @@ class FedConfig:
         if not 0 <= self.seed <= MAX_SEED:  # numpy/torch seeds; seed + offsets must still fit
             raise ConfigError(f"`seed` must be in [0, {MAX_SEED}], got {self.seed}")
 
-
     @property
     def client_lr(self) -> float:
         """The client learning rate of this run's objective: DPO has its own (fed.dpo_lr)."""

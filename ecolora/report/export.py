@@ -32,6 +32,7 @@ def export_adapter(model, tokenizer, params: list[np.ndarray], out: Path,
     tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; the adapter folder follows the umask
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        _describe(tmp, base_model, card)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
             make_tokenizer_portable(tmp)  # transformers 4.x cannot load 5.x's class name
@@ -39,7 +40,6 @@ def export_adapter(model, tokenizer, params: list[np.ndarray], out: Path,
             if file.is_file():
                 file.chmod(0o666 & ~umask())
         old = None
-        _describe(tmp, base_model, card)
         if final.exists():
             old = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.old."))
             final.rename(old / name)
