@@ -146,7 +146,7 @@ def test_toml_config_and_inspect(tmp_path, tiny_model_dir, alpaca_file):
     assert summary["method"] == "fedit" and summary["rounds"] == 1
     ok = ecolora("inspect", _payload(tmp_path, lambda b: b))
     assert ok.returncode == 0 and "kept 8/8" in ok.stdout
-    assert ok.stdout.startswith("update v2,")
+    assert ok.stdout.startswith("update,") and "(compress.wire v2)" in ok.stdout
 
 
 @pytest.mark.parametrize("method", ["fedit", "ecolora"])

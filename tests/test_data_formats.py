@@ -71,9 +71,9 @@ def test_csv_and_tsv_keep_every_cell_a_string(tmp_path: Path) -> None:
 
 def test_csv_errors_name_the_row(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("instruction,output\nq,a\n")
-    (tmp_path / "e.csv").write_text("question,answer\nq,\n")
-    assert load_records(tmp_path / "e.csv") == [{"instruction": "q", "context": "",
-                                                 "response": "", "category": ""}]
+    (tmp_path / "e.csv").write_text("question,answer\nq,\nr,b\n")  # one empty answer is kept
+    assert load_records(tmp_path / "e.csv")[0] == {"instruction": "q", "context": "",
+                                                   "response": "", "category": ""}
     (tmp_path / "f.csv").write_text("text,label\nq,a\n")
     with pytest.raises(DataError, match=r"f\.csv row 1: unrecognized dataset format"):
         load_records(tmp_path / "f.csv")

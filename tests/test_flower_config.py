@@ -24,7 +24,8 @@ def test_pyproject_declares_every_knob_with_its_default():
     """Flower only accepts -c keys the app declares: keep the table in sync with ecolora/config/."""
     project, table = app_table()
     knobs = {f"{sec}.{f.name}" for sec, cls in SECTIONS.items() for f in fields(cls)}
-    runtime = {"flower.out", "flower.round-timeout", "flower.join-timeout", "flower.min-clients"}
+    runtime = {"flower.out", "flower.round-timeout", "flower.join-timeout", "flower.min-clients",
+               "flower.resume"}
     assert set(table) == knobs | runtime | {"method"}
     cfg, opts = from_run_config(table)
     assert cfg == RunConfig() and opts == FlowerOptions()

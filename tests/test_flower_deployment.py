@@ -139,9 +139,14 @@ def test_supernode_killed_mid_round(tiny_model_dir, alpaca_file, tmp_path):
     with LocalDeployment(tmp_path / "dep", nodes=3) as dep:
         run_id = dep.submit(APP, overrides)
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (out / "metrics.jsonl").exists():
+        rows = out / "metrics.jsonl"  # the run folder writes it empty at start: wait for round 1
+
+        def round_one_done() -> bool:
+            return rows.exists() and rows.read_text(encoding="utf-8").strip() != ""
+
+        while time.monotonic() < deadline and not round_one_done():
             time.sleep(0.2)
-        assert (out / "metrics.jsonl").exists(), dep.logs()
+        assert round_one_done(), dep.logs()
         dep.kill_node(2)
         outcome = dep.wait(run_id, timeout=180, done_file=out / "summary.json")
         assert outcome.status == "finished:completed", (outcome, dep.logs())
