@@ -24,6 +24,7 @@ from ecolora.runtime.checkpoint import (
     config_diff,
     load_checkpoint,
 )
+from ecolora.runtime.outputs import read_jsonl
 from ecolora.runtime.setup import RunSetup
 
 
@@ -103,7 +104,7 @@ def _start(folder: RunFolder, resume: bool, quiet: bool) -> None:
         names = [t.name for t in setup.layout.tensors]
         folder.state = load_checkpoint(out / FILENAME, cfg, names)
         done = folder.state.round
-        earlier = _read_jsonl(out / "samples.jsonl")
+        earlier = read_jsonl(out / "samples.jsonl")
         folder.samples = [r for r in earlier if r.get("round", 0) <= done]
         if not quiet:
             typer.echo(f"resuming {out} after round {done} of {cfg.fed.rounds}")
@@ -122,17 +123,3 @@ def _start(folder: RunFolder, resume: bool, quiet: bool) -> None:
                    f"model.min_prompt_len={cfg.model.min_prompt_len} tokens); objective "
                    f"{setup.objective.name}")
 
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Rows of an earlier samples file; a missing or damaged one is just started again."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
