@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import string
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def alpaca_file(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("data") / "alpaca.jsonl", alpaca_rows(200))
+
+
+def _run_cli(*args: object) -> int:
+    """``ecolora ARGS`` in this process; returns the exit status."""
+    from ecolora.cli.main import main
+
+    old = sys.argv
+    sys.argv = ["ecolora", *map(str, args)]
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        sys.argv = old
+    return 0
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., int]:
+    return _run_cli

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from ecolora.cli.main import main
-
 Build = Callable[["Env"], list[object]]
 
 
@@ -303,18 +301,6 @@ CASES: list[tuple[str, Build, str]] = [
 ]
 
 
-def run_cli(args: list[object]) -> int:
-    old = sys.argv
-    sys.argv = ["ecolora", *map(str, args)]
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return 0
-
-
 def _listing(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -326,7 +312,7 @@ def test_the_corpus_is_large_enough() -> None:
 
 @pytest.mark.parametrize("name,build,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(name, build, message, tmp_path, tiny_model_dir, alpaca_file, capsys,
-                   monkeypatch) -> None:
+                   monkeypatch, run_cli) -> None:
     env = Env(tmp_path, tiny_model_dir, alpaca_file)
     monkeypatch.chdir(tmp_path)  # a run folder left in the current directory would show too
     args = [str(a) for a in build(env)]
@@ -339,7 +325,7 @@ def test_bad_input(name, build, message, tmp_path, tiny_model_dir, alpaca_file, 
         argv += ["--dataset", alpaca_file]
     before = _listing(tmp_path)
     capsys.readouterr()
-    code = run_cli(argv)
+    code = run_cli(*argv)
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert code == 2, (code, captured.out, captured.err)
@@ -350,14 +336,14 @@ def test_bad_input(name, build, message, tmp_path, tiny_model_dir, alpaca_file, 
     assert _listing(tmp_path) == before  # nothing created: no folder, no lock, no temp file
 
 
-def test_read_only_parent_is_refused(tmp_path, capsys) -> None:
+def test_read_only_parent_is_refused(tmp_path, capsys, run_cli) -> None:
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o555)
     try:
         if os.access(parent, os.W_OK):
             pytest.skip("running as root: permissions do not apply")
-        code = run_cli(["run", "--out", parent / "run", "--quiet"])
+        code = run_cli("run", "--out", parent / "run", "--quiet")
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error: ") and "is not writable" in err
         assert "\n" not in err and not (parent / "run").exists()

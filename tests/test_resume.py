@@ -4,7 +4,6 @@ are one-line errors; the final adapter is a peft folder that loads with the same
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,11 @@ import pytest
 import torch
 
 import ecolora.runtime.driver as driver
-from ecolora.cli.main import main
 from ecolora.config import RunConfig
 from ecolora.runtime.checkpoint import FILENAME, load_checkpoint
 from ecolora.train.model import load_model, set_params
 
 TIMING = {"compute_s", "comm_s", "wall_s"}
-
-
-def run_cli(*args: object) -> int:
-    """``ecolora ARGS`` in this process; returns the exit status."""
-    old = sys.argv
-    sys.argv = ["ecolora", *map(str, args)]
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return 0
 
 
 def job(model: Path, data: Path, out: Path, every: int) -> list[object]:
@@ -49,7 +34,7 @@ def rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, alpaca_file, tmp_path_factory) -> Path:
+def reference(tiny_model_dir, alpaca_file, tmp_path_factory, run_cli) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted") / "run"
     assert run_cli(*job(tiny_model_dir, alpaca_file, out, 1)) == 0
     return out
@@ -69,7 +54,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, rounds_done: int) -> None:
 
 @pytest.mark.parametrize("every", [1, 2])
 def test_resume_gives_the_uninterrupted_metrics(every, reference, tiny_model_dir, alpaca_file,
-                                                tmp_path, monkeypatch):
+                                                run_cli, tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         interrupt_after(m, 3)
@@ -94,7 +79,7 @@ def _names(out: Path) -> list[str]:
         return json.loads(fh.metadata()["ecolora"])["layout"]
 
 
-def test_changed_options_on_resume_are_refused(reference, capsys):
+def test_changed_options_on_resume_are_refused(reference, capsys, run_cli):
     assert run_cli("run", "--resume", reference, "--rounds", 6, "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --resume") and "fed.rounds: 5 there, 6 here" in err
@@ -103,7 +88,7 @@ def test_changed_options_on_resume_are_refused(reference, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_mismatched_checkpoint(reference, tmp_path, capsys):
+def test_mismatched_checkpoint(reference, tmp_path, capsys, run_cli):
     out = tmp_path / "copy"
     out.mkdir()
     (out / FILENAME).write_bytes((reference / FILENAME).read_bytes())
@@ -117,7 +102,7 @@ def test_mismatched_checkpoint(reference, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garble_header", "empty"])
-def test_corrupt_checkpoint(damage, reference, tmp_path, capsys):
+def test_corrupt_checkpoint(damage, reference, tmp_path, capsys, run_cli):
     out = tmp_path / "copy"
     out.mkdir()
     data = (reference / FILENAME).read_bytes()

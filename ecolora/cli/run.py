@@ -132,9 +132,9 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool, opts=None) ->
     """The round loop and the final outputs, inside the locked run folder."""
     from tqdm import tqdm
 
-    from ecolora.cli.run_outputs import OutputOptions, RunOutputs, echo_line, export_final
-    from ecolora.report.plots import plot_run
-    from ecolora.report.results import summarize, write_json, write_jsonl
+    from ecolora.cli.run_outputs import OutputOptions, RunOutputs, echo_line
+    from ecolora.report.results import write_jsonl
+    from ecolora.runtime.outputs import finish_run
     from ecolora.runtime.sim import simulate
 
     out = folder.out
@@ -162,16 +162,9 @@ def _run(folder, cfg: RunConfig, setup, start: float, quiet: bool, opts=None) ->
     result = simulate(setup, on_round, resume=folder.state,
                       on_checkpoint=outputs.after_round(folder.on_checkpoint()))
     bar.close()
-    summary = summarize(rows, result["initial"], cfg.to_dict(), time.perf_counter() - start,
-                        {"lora_parameters": setup.layout.numel, "truncated_examples":
-                         setup.truncated, "dropped_examples": setup.dropped,
-                         "partition_note": setup.partition.get("note", ""),
-                         "client_sizes": [len(c) for c in setup.clients],
-                         "torch_threads": setup.threads.report()})
-    plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
-    adapter = export_final(setup, result["params"], out, summary)
+    summary, adapter = finish_run(out, setup, rows, result["initial"], result["params"],
+                                  time.perf_counter() - start)
     outputs.close()
-    write_json(out / "summary.json", summary)
     s = summary
     what = "preference accuracy" if cfg.fed.objective == "dpo" else "exact match"
     typer.echo(

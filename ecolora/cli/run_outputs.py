@@ -180,12 +180,3 @@ def _read_best(path: Path) -> dict | None:
 def echo_line(quiet: bool) -> Callable[[str], None] | None:
     return None if quiet else typer.echo
 
-
-def export_final(setup, params, out: Path, summary: dict) -> Path:
-    """The final ``OUT/adapter``: portable base-model name and a model card from ``summary``."""
-    from ecolora.report.export import export_adapter
-    from ecolora.report.model_card import model_card, portable_base
-
-    base = portable_base(setup.cfg.model.name)
-    return export_adapter(setup.model, setup.tokenizer, params, out, base_model=base,
-                          card=model_card(summary, base))

@@ -66,24 +66,34 @@ class RunWriter:
     def finish(self, initial: dict, params: list[np.ndarray], wall_s: float,
                extra: dict) -> dict:
         """``adapter/``, ``curves.png`` and ``summary.json``; returns the summary."""
-        return finish_run(self.out, self.setup, self.rows, initial, params, wall_s, extra)
+        return finish_run(self.out, self.setup, self.rows, initial, params, wall_s, extra)[0]
 
 
 def finish_run(out: Path, setup: RunSetup, rows: list[dict], initial: dict,
-               params: list[np.ndarray], wall_s: float, extra: dict) -> dict:
-    """The final adapter as a peft folder, the curves and the summary of a finished run."""
+               params: list[np.ndarray], wall_s: float, extra: dict | None = None
+               ) -> tuple[dict, Path]:
+    """The summary, the curves and the final adapter of a finished run, for every runtime.
+
+    ``OUT/adapter`` is a peft folder that names a portable base model and carries a model card
+    made from the summary; returns the summary and the adapter's path.
+    """
     from ecolora.report.export import export_adapter
+    from ecolora.report.model_card import model_card, portable_base
     from ecolora.report.plots import plot_run
     from ecolora.report.results import summarize, write_json
 
     cfg = setup.cfg
-    export_adapter(setup.model, setup.tokenizer, params, out)
     summary = summarize(rows, initial, cfg.to_dict(), wall_s, {
         "lora_parameters": setup.layout.numel, "truncated_examples": setup.truncated,
-        "client_sizes": [len(c) for c in setup.clients], **extra})
+        "dropped_examples": setup.dropped, "partition_note": setup.partition.get("note", ""),
+        "client_sizes": [len(c) for c in setup.clients],
+        "torch_threads": setup.threads.report(), **(extra or {})})
     plot_run(rows, out, f"{cfg.method} on {cfg.data.dataset} ({cfg.model.name})")
+    base = portable_base(cfg.model.name)
+    adapter = export_adapter(setup.model, setup.tokenizer, params, out, base_model=base,
+                             card=model_card(summary, base))
     write_json(out / "summary.json", summary)
-    return summary
+    return summary, adapter
 
 
 def read_jsonl(path: Path) -> list[dict]:
