@@ -89,3 +89,18 @@ def test_budget_overrides_densities_in_piece_budgets():
     total = budget_count(0.1, 8000, 8000, 16)
     assert sum(got) <= total and sum(got) >= total - 2
     assert got[1] == pytest.approx(4 * got[0], rel=0.01)  # rho_b : rho_a = 4 : 1
+
+
+def test_budget_counts_quantized_values_at_their_width():
+    """Under value_bits=8 the same bytes budget keeps more entries than with fp16 values."""
+    from ecolora.compress.segments import Piece
+
+    layout = AdapterLayout.from_shapes({"layers.0.q.lora_A": (8, 500),
+                                        "layers.0.q.lora_B": (500, 8)})
+    pieces = [Piece(0, 0, 4000), Piece(1, 0, 4000)]
+    vals = [np.ones(4000, np.float32)] * 2
+    base = replace(CompressConfig(), upload_budget=0.05)
+    fp16 = sum(piece_budgets(vals, pieces, layout, 0, base))
+    q8 = sum(piece_budgets(vals, pieces, layout, 0, replace(base, value_bits=8)))
+    assert fp16 <= budget_count(0.05, 8000, 8000, 16) and q8 <= budget_count(0.05, 8000, 8000, 8)
+    assert q8 > 1.4 * fp16

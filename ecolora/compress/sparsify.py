@@ -163,8 +163,8 @@ def piece_budgets(
         rho = _energy_split(values, pieces, kinds, rho)
     if cfg.upload_budget:
         sizes = [p.size for p in pieces]
-        total = budget_count(cfg.upload_budget, sum(sizes), layout.numel,
-                             8 * ITEMSIZE[cfg.value_dtype])
+        bits = 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
+        total = budget_count(cfg.upload_budget, sum(sizes), layout.numel, bits)
         weight = [rho[kind] * n for kind, n in zip(kinds, sizes, strict=True)]
         scale = total / sum(weight)
         if scale * max(rho.values()) >= 1.0:  # some kind would be dense: fill by kind
