@@ -47,6 +47,10 @@ def job(method: str, model: Path, data: Path, out: Path, **extra: object) -> dic
             "flower.out": str(out), **JOB, **extra}
 
 
+def untimed(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("compute_s", "wall_s")} for r in rs]
+
+
 def rows_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -100,9 +104,6 @@ def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_fil
     sim = json.loads(json.dumps(simulate(build(cfg))["rounds"]))
     WALL[method] = {"flower": outcome.wall_s, "sim": time.perf_counter() - t0}
 
-    def untimed(rs: list[dict]) -> list[dict]:
-        return [{k: v for k, v in r.items() if k not in ("compute_s", "wall_s")} for r in rs]
-
     assert untimed(rows) == untimed(sim)  # one driver: the same rows on both runtimes
     assert summary["final_eval_loss"] == rows[-1]["eval_loss"]
     if method == "fedsa-lora":  # eval messages (full state to every node) are not counted
@@ -118,6 +119,30 @@ def test_flower_matches_simulator(method, deployment, tiny_model_dir, alpaca_fil
           f"overhead {overhead:.0f} B/message")
     assert traffic["total-bytes"] >= ours
     assert overhead < 16_384
+
+
+@pytest.mark.parametrize("method", ["ecolora", "fedsa-lora"])
+def test_nodes_playing_several_clients(method, deployment, tiny_model_dir, alpaca_file,
+                                       tmp_path):
+    """3 SuperNodes, 4 clients: nodes play clients {0, 3}, {1}, {2} (the Simulation Engine's
+    2 default nodes for 10 clients work the same way), each with its own residual and local
+    tensors, and the rows are still the simulator's."""
+    from ecolora.runtime.setup import build
+    from ecolora.runtime.sim import simulate
+
+    out = tmp_path / "flower"
+    overrides = job(method, tiny_model_dir, alpaca_file, out,
+                    **{"fed.clients": 4})
+    outcome = deployment.run(APP, overrides, timeout=600, done_file=out / "summary.json")
+    assert outcome.status == "finished:completed", (outcome, deployment.logs())
+    rows = rows_of(out)
+    assert [r["clients"] for r in rows] == [4, 4] and not any(r["rejected"] for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["nodes"]) == 4 and len(set(summary["nodes"].values())) == 3
+    cfg, _ = from_run_config({**app_defaults(), **overrides})
+    sim = json.loads(json.dumps(simulate(build(cfg))["rounds"]))
+
+    assert untimed(rows) == untimed(sim)
 
 
 def test_bad_config_fails_the_run(deployment, tiny_model_dir, alpaca_file, tmp_path):

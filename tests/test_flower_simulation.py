@@ -56,7 +56,7 @@ def test_flwr_run_on_the_simulation_engine(tiny_model_dir, alpaca_file, tmp_path
         pytest.skip(str(exc))
     home, out = tmp_path / "flwr-home", tmp_path / "out"
     job = {"method": "ecolora", "model.name": str(tiny_model_dir),
-           "data.dataset": str(alpaca_file), "flower.out": str(out), "fed.clients": 2,
+           "data.dataset": str(alpaca_file), "flower.out": str(out), "fed.clients": 4,
            "fed.rounds": 2, "fed.local_steps": 1, "fed.eval_every": 1,
            "data.train_examples": 40, "data.eval_examples": 8, "model.threads": 1,
            "flower.join-timeout": 120.0}
@@ -70,8 +70,8 @@ def test_flwr_run_on_the_simulation_engine(tiny_model_dir, alpaca_file, tmp_path
                               timeout=120, stdin=subprocess.DEVNULL, cwd=tmp_path)
 
     try:
-        res = cli("run", str(APP), "--format", "json", "--federation-config",
-                  "num-supernodes=2", "-c", overrides)
+        # no --federation-config: Flower's default 2 SuperNodes play the 4 clients
+        res = cli("run", str(APP), "--format", "json", "-c", overrides)
         run_id = str(json.loads(res.stdout)["run-id"])
         status, deadline = "", time.monotonic() + 420
         while time.monotonic() < deadline and not status.startswith("finished"):

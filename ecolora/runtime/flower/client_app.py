@@ -1,13 +1,17 @@
-"""The Flower ClientApp: one SuperNode = one client k of the project's partition.
+"""The Flower ClientApp: a SuperNode plays client k of the project's partition (or several).
 
-The node's ``--node-config 'partition-id=k num-partitions=K'`` says which client it is; the data
+The node's ``--node-config 'partition-id=p num-partitions=N'`` says which clients it is: k = p,
+p + N, p + 2N, ... below fed.clients (``protocol.hosted``), so one node per client when N equals
+fed.clients and a few clients per node on the Simulation Engine's 2 default SuperNodes. The data
 split itself is the project's (``partition_indices`` over the whole training file, seeded), so
 every node computes the same split and takes part k, exactly like the simulator's client k.
 
 Flower starts a fresh ClientApp process per message, so whatever must outlive a round lives in
 ``context.state`` (kept by the SuperNode): the global adapter the node last synced to (to apply
 the next broadcast *delta* to), the method's error-feedback residual and a personalized
-method's local tensors (FedSA-LoRA's B, which never leave the node), all as ArrayRecords.
+method's local tensors (FedSA-LoRA's B, which never leave the node), all as ArrayRecords, one
+set per hosted client (``protocol.state_key``). The server never has two messages in flight to
+one node (``server_app.waves``), so these records are never written concurrently.
 Personalized methods are evaluated where those tensors are: ``@app.evaluate()``.
 The training step and the encoding are ``rounds.client_round`` and the method object, unchanged.
 """
@@ -61,14 +65,14 @@ def _setup(cfg: RunConfig) -> Any:
     return _SETUPS[key]
 
 
-def _arrays(state: RecordDict, key: str) -> list[np.ndarray] | None:
-    rec = state.get(key)
+def _arrays(state: RecordDict, key: str, client: int) -> list[np.ndarray] | None:
+    rec = state.get(P.state_key(key, client))
     return rec.to_numpy_ndarrays() if isinstance(rec, ArrayRecord) else None
 
 
-def _held_round(state: RecordDict) -> int | None:
-    """The round this node last trained in (whose global it holds); None before its first."""
-    sync = state.get(P.STATE_SYNC)
+def _held_round(state: RecordDict, client: int) -> int | None:
+    """The round client ``client`` last trained in (whose global it holds); None before."""
+    sync = state.get(P.state_key(P.STATE_SYNC, client))
     return int(sync["round"]) if isinstance(sync, ConfigRecord) else None
 
 
@@ -80,13 +84,22 @@ def synced_global(setup: Any, ins: P.TrainIns, state: RecordDict) -> list[np.nda
     if ins.sync == P.SYNC_FULL:
         template = get_params(setup.model)
         return method.apply_broadcast(ins.model, template, replace=True)
-    held = _arrays(state, P.STATE_GLOBAL)
-    held_round = _held_round(state)
+    held = _arrays(state, P.STATE_GLOBAL, ins.client)
+    held_round = _held_round(state, ins.client)
     if held is None or held_round != ins.base_round:
-        raise CorruptPayloadError("base-round", 0, f"node holds the global of round "
-                                  f"{held_round}, delta expects {ins.base_round}; "
+        raise CorruptPayloadError("base-round", 0, f"client {ins.client} holds the global of "
+                                  f"round {held_round}, delta expects {ins.base_round}; "
                                   "the server must send the full state")
     return method.apply_broadcast(ins.model, held)
+
+
+def check_hosted(context: Context, cfg: RunConfig, client: int) -> None:
+    """The server may only address clients this node plays."""
+    pid, num = node_partition(context)
+    mine = P.hosted(pid, num, cfg.fed.clients)
+    if client not in mine:
+        raise ConfigError(f"server addressed client {client}, this node (partition-id {pid} "
+                          f"of {num}) plays clients {mine}")
 
 
 @app.train()
@@ -95,26 +108,22 @@ def train(msg: Message, context: Context) -> Message:
     from ecolora.runtime.rounds import client_round
 
     cfg, _ = from_run_config(context.run_config)
-    pid, num = node_partition(context)
-    if num != cfg.fed.clients:
-        raise ConfigError(f"node says num-partitions={num} but the run has "
-                          f"fed.clients={cfg.fed.clients}")
     ins = P.parse_train(msg.content)
-    if ins.client != pid:
-        raise ConfigError(f"server addressed client {ins.client}, this node is {pid}")
+    k, state = ins.client, context.state
+    check_hosted(context, cfg, k)
     setup = _setup(cfg)
-    last_round = _held_round(context.state)
-    params = synced_global(setup, ins, context.state)
-    res = client_round(setup, params, pid, ins.round, _arrays(context.state, P.STATE_RESIDUAL),
-                       _arrays(context.state, P.STATE_LOCAL), last_round=last_round)
-    context.state[P.STATE_GLOBAL] = ArrayRecord(params)
-    context.state[P.STATE_SYNC] = ConfigRecord({"round": ins.round})
+    last_round = _held_round(state, k)
+    params = synced_global(setup, ins, state)
+    res = client_round(setup, params, k, ins.round, _arrays(state, P.STATE_RESIDUAL, k),
+                       _arrays(state, P.STATE_LOCAL, k), last_round=last_round)
+    state[P.state_key(P.STATE_GLOBAL, k)] = ArrayRecord(params)
+    state[P.state_key(P.STATE_SYNC, k)] = ConfigRecord({"round": ins.round})
     if res.upload.residual is not None:
-        context.state[P.STATE_RESIDUAL] = ArrayRecord(res.upload.residual)
+        state[P.state_key(P.STATE_RESIDUAL, k)] = ArrayRecord(res.upload.residual)
     if res.local is not None:  # personalized tensors never leave the node
-        context.state[P.STATE_LOCAL] = ArrayRecord(res.local)
+        state[P.state_key(P.STATE_LOCAL, k)] = ArrayRecord(res.local)
     payload = _maybe_corrupt(res.upload.payload, context)
-    reply = P.TrainRes(ins.round, pid, payload, res.loss, res.upload.nonzeros, res.compute_s)
+    reply = P.TrainRes(ins.round, k, payload, res.loss, res.upload.nonzeros, res.compute_s)
     return Message(P.train_reply(reply), reply_to=msg)
 
 
@@ -125,14 +134,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     from ecolora.train.model import get_params
 
     cfg, _ = from_run_config(context.run_config)
-    pid, _ = node_partition(context)
     round_, client, model = P.parse_eval(msg.content)
-    if client != pid:
-        raise ConfigError(f"server addressed client {client}, this node is {pid}")
+    check_hosted(context, cfg, client)
     setup = _setup(cfg)
     params = setup.method.apply_broadcast(model, get_params(setup.model), replace=True)
-    metrics = evaluate_client(setup, params, _arrays(context.state, P.STATE_LOCAL))
-    return Message(P.eval_reply(round_, pid, metrics), reply_to=msg)
+    metrics = evaluate_client(setup, params, _arrays(context.state, P.STATE_LOCAL, client))
+    return Message(P.eval_reply(round_, client, metrics), reply_to=msg)
 
 
 def _maybe_corrupt(payload: bytes, context: Context) -> bytes:

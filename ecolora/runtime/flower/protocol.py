@@ -28,6 +28,20 @@ STATE_GLOBAL, STATE_RESIDUAL, STATE_SYNC = "ecolora-global", "ecolora-residual",
 STATE_LOCAL = "ecolora-local"  # tensors a personalized method keeps per client (FedSA's B)
 
 
+def hosted(partition_id: int, num_partitions: int, clients: int) -> list[int]:
+    """The clients a node serves: k with k mod num-partitions == partition-id.
+
+    One SuperNode per client (num-partitions == fed.clients) is the deployment case; fewer
+    nodes than clients is the Simulation Engine's default (2 SuperNodes), where each node then
+    plays several clients, each with its own state records (``state_key``)."""
+    return list(range(partition_id, clients, num_partitions))
+
+
+def state_key(name: str, client: int) -> str:
+    """The ``context.state`` record of one hosted client."""
+    return f"{name}.{client}"
+
+
 @dataclass
 class TrainIns:
     round: int

@@ -78,15 +78,11 @@ def join(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict[int, int]:
                     log(WARNING, "node %s failed the hello: %s", src, reply.error.reason)
                     continue
                 pid, num = P.parse_hello(reply.content)
-                if num != k_total:
-                    raise ConfigError(
-                        f"node {src} has num-partitions={num}, the run has fed.clients="
-                        f"{k_total}: one node per client (Simulation Engine: flwr run "
-                        f"--federation-config 'num-supernodes={k_total}', or -c "
-                        f"'fed.clients={num}')")
-                if pid in nodes and nodes[pid] != src:
-                    raise ConfigError(f"nodes {nodes[pid]} and {src} both hold partition {pid}")
-                nodes[pid] = src
+                for k in P.hosted(pid, num, k_total):
+                    if k in nodes and nodes[k] != src:
+                        raise ConfigError(f"nodes {nodes[k]} and {src} both hold client {k} "
+                                          "(same partition-id, or different num-partitions)")
+                    nodes[k] = src
         if len(nodes) == k_total:
             break
         if time.monotonic() >= deadline:
@@ -169,19 +165,46 @@ def deliver(grid: Grid, plan: RoundPlan, nodes: dict[int, int], opts: FlowerOpti
     from ecolora.runtime.driver import ClientReply, Delivery
 
     t = plan.round
-    msgs, expect = [], {}
+    present = []
     for k in plan.clients:
-        if k not in nodes:
+        if k in nodes:
+            present.append(k)
+        else:
             plan.skip(k, "no node holds this partition")
-            continue
-        kind = P.SYNC_DELTA if plan.delta[k] else P.SYNC_FULL
-        ins = P.TrainIns(t, k, kind, t - 1, plan.download(k))
-        msgs.append(Message(P.train_content(ins), nodes[k], MessageType.TRAIN, group_id=str(t)))
-        expect[k] = nodes[k]
-    results, rejected, dropped = collect(exchange(grid, msgs, opts.round_timeout), expect, t)
-    replies = [ClientReply(k, r.payload, r.loss, r.nonzeros, r.compute_s)
-               for k, r in results.items()]
+    results, rejected, dropped = {}, {}, {}
+    deadline = time.monotonic() + opts.round_timeout
+    for wave in waves(present, nodes):
+        msgs = []
+        for k in wave:
+            kind = P.SYNC_DELTA if plan.delta[k] else P.SYNC_FULL
+            ins = P.TrainIns(t, k, kind, t - 1, plan.download(k))
+            msgs.append(Message(P.train_content(ins), nodes[k], MessageType.TRAIN,
+                                group_id=str(t)))
+        left = max(1.0, deadline - time.monotonic())
+        got = collect(exchange(grid, msgs, left), {k: nodes[k] for k in wave}, t)
+        for into, part in zip((results, rejected, dropped), got, strict=True):
+            into.update(part)
+    replies = [ClientReply(k, results[k].payload, results[k].loss, results[k].nonzeros,
+                           results[k].compute_s) for k in present if k in results]
     return Delivery(replies, rejected, dropped)
+
+
+def waves(clients: list[int], nodes: dict[int, int]) -> list[list[int]]:
+    """``clients`` in waves with at most one client per node each, in order.
+
+    A node playing several clients (fewer SuperNodes than clients) gets their messages one
+    wave at a time: its ClientApp keeps each client's state in ``context.state``, and two
+    messages in flight to one node could both start from the same state and overwrite each
+    other's. With one node per client this is a single wave, as before."""
+    out: list[list[int]] = []
+    for k in clients:
+        for wave in out:
+            if all(nodes[j] != nodes[k] for j in wave):
+                wave.append(k)
+                break
+        else:
+            out.append([k])
+    return out
 
 
 def evaluate_on_nodes(grid: Grid, driver: RoundDriver, params: list, nodes: dict[int, int],
@@ -191,21 +214,23 @@ def evaluate_on_nodes(grid: Grid, driver: RoundDriver, params: list, nodes: dict
 
     t = driver.state.round
     model = driver.setup.method.encode_full_state(params, t)
-    msgs = [Message(P.eval_content(t, k, model), node, MessageType.EVALUATE, group_id=f"e{t}")
-            for k, node in sorted(nodes.items())]
-    client_of = {node: k for k, node in nodes.items()}
     scores: dict[int, dict[str, float]] = {}
-    for reply in exchange(grid, msgs, opts.round_timeout):
-        k = client_of.get(reply.metadata.src_node_id)
-        if k is None or reply.has_error():
-            continue
-        try:
-            round_, client, metrics = P.parse_eval_reply(reply.content)
-        except CorruptPayloadError as exc:
-            log(WARNING, "eval of client %s unreadable: %s", k, exc)
-            continue
-        if (round_, client) == (t, k):
-            scores[k] = metrics
+    deadline = time.monotonic() + opts.round_timeout
+    for wave in waves(sorted(nodes), nodes):
+        msgs = [Message(P.eval_content(t, k, model), nodes[k], MessageType.EVALUATE,
+                        group_id=f"e{t}") for k in wave]
+        client_of = {nodes[k]: k for k in wave}
+        for reply in exchange(grid, msgs, max(1.0, deadline - time.monotonic())):
+            k = client_of.get(reply.metadata.src_node_id)
+            if k is None or reply.has_error():
+                continue
+            try:
+                round_, client, metrics = P.parse_eval_reply(reply.content)
+            except CorruptPayloadError as exc:
+                log(WARNING, "eval of client %s unreadable: %s", k, exc)
+                continue
+            if (round_, client) == (t, k):
+                scores[k] = metrics
     missing = sorted(set(nodes) - set(scores))
     if missing:
         log(WARNING, "eval round %d: no score from clients %s", t + 1, missing)
