@@ -71,7 +71,8 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
     = False,
     report_to: Annotated[str, typer.Option(help="also log every round to: none | tensorboard "
-                                           "(OUT/tensorboard)")] = "none",
+                                           "(OUT/tensorboard) | wandb (OUT/wandb; WANDB_* "
+                                           "variables apply)")] = "none",
     save_every: Annotated[int, typer.Option(help="also save the global adapter every N rounds "
                                             "as OUT/adapters/round-NNNN (0: final only)")] = 0,
     save_best: Annotated[bool, typer.Option("--save-best", help="keep the adapter of the best "

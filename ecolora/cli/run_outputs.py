@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 
 from ecolora.errors import ConfigError
-from ecolora.report.tensorboard import check_report_to
+from ecolora.report.trackers import check_report_to
 
 MINIMIZED = ("loss", "perplexity")  # eval columns where lower is better
 
@@ -102,12 +102,16 @@ class RunOutputs:
 
         self.out, self.setup, self.opts, self.echo = out, setup, opts, echo
         self.base = portable_base(setup.cfg.model.name)
-        self.tb = None
+        self.tb = None  # the --report-to tracker
+        start = (sum(r["upload_bytes"] for r in rows), sum(r["download_bytes"] for r in rows))
         if opts.report_to == "tensorboard":
-            from ecolora.report.tensorboard import TensorBoardLogger
+            from ecolora.report.trackers import TensorBoardLogger
 
-            start = (sum(r["upload_bytes"] for r in rows), sum(r["download_bytes"] for r in rows))
             self.tb = TensorBoardLogger(out / "tensorboard", start)
+        elif opts.report_to == "wandb":
+            from ecolora.report.trackers import WandbLogger
+
+            self.tb = WandbLogger(out, setup.cfg.to_dict(), start)
         self.best = _read_best(out / "adapter-best" / "best.json") if opts.save_best else None
         if self.best is not None and self.best.get("metric") != opts.best_metric:
             self.best = None  # resumed with another --best-metric: start the comparison over
