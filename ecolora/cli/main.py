@@ -8,6 +8,8 @@ import typer
 
 from ecolora.cli import run as run_cmd
 from ecolora.cli.compare import compare
+from ecolora.cli.estimate import HELP as ESTIMATE_HELP
+from ecolora.cli.estimate import estimate
 from ecolora.cli.inspect import inspect
 from ecolora.cli.matrix import matrix
 from ecolora.cli.sweep import sweep
@@ -28,6 +30,7 @@ app.command("inspect")(inspect)
 app.command("compare")(compare)
 app.command("sweep")(sweep)
 app.command("matrix")(matrix)
+app.command("estimate", help=ESTIMATE_HELP, epilog=run_cmd.knobs_help())(estimate)
 
 
 @app.command("knobs")

@@ -98,7 +98,6 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(cfg: ModelConfig, seed: int):
     """(peft model, tokenizer) with LoRA attached; LoRA init is seeded by ``seed``."""
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -128,22 +127,35 @@ def load_model(cfg: ModelConfig, seed: int):
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
         raise ModelError(f"tokenizer of {cfg.name!r} has no EOS token")
-    targets = target_modules(base.config.model_type, cfg.target_modules)
     if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs, no hook needed
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.config.use_cache = False
     torch.manual_seed(seed)
+    model = attach_lora(base, cfg)
+    model.to(resolve_device(cfg.device))
+    model.train()
+    return model, tokenizer
+
+
+def attach_lora(base, cfg: ModelConfig, targets: list[str] | str | None = None):
+    """``base`` with peft LoRA attached as every ecolora model gets it (``load_model``, and the
+    weightless meta-device models of ``ecolora estimate``), so both count the same tensors.
+
+    ``targets`` overrides ``target_modules(model_type, cfg.target_modules)`` (e.g. peft's
+    ``"all-linear"`` string). The caller seeds torch first when the init matters.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if targets is None:
+        targets = target_modules(base.config.model_type, cfg.target_modules)
     try:
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, bias="none", task_type="CAUSAL_LM",
                           fan_in_fan_out=base.config.model_type == "gpt2")  # GPT-2's Conv1D
-        model = get_peft_model(base, lora)
+        return get_peft_model(base, lora)
     except ValueError as exc:
         reason = str(exc).splitlines()[0]
         raise ModelError(f"cannot attach LoRA to {cfg.name!r}: {reason}") from None
-    model.to(resolve_device(cfg.device))
-    model.train()
-    return model, tokenizer
 
 
 def _first_line(exc: BaseException) -> str:
