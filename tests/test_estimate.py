@@ -96,19 +96,6 @@ def test_fedit_upload_is_the_dense_size_and_ecolora_is_smaller(config_file):
     assert shares["upload_bytes"] < 0.2 and shares["comm_s"] < 1 and shares["total_s"] < 1
 
 
-def test_prepare_keeps_fedits_payload(config_file):
-    cfg = _cfg(config_file)
-    layout = _layout(cfg)
-    delta = est.gaussian_delta(layout)
-    plain = build_method("fedit", cfg.compress, layout)
-    fast = est.prepare(build_method("fedit", cfg.compress, layout))
-    assert fast.cfg.topk_scope == "per_tensor" != plain.cfg.topk_scope
-    assert fast.client_update(delta, None, 0, 0).payload == \
-        plain.client_update(delta, None, 0, 0).payload
-    eco = est.prepare(build_method("ecolora", cfg.compress, layout))
-    assert eco.cfg.topk_scope == cfg.compress.topk_scope  # sparse methods are left alone
-
-
 def test_warmup_rounds_are_encoded_at_their_density(config_file):
     cfg = _cfg(config_file, fed={"rounds": 7}, compress={"upload_budget": 0.0})
     layout = _layout(cfg)

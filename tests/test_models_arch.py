@@ -80,6 +80,7 @@ def test_target_override_and_unknown_family_fallback() -> None:
     assert target_modules("llama", ["q_proj"]) == ["q_proj"]
     assert target_modules("gpt2") == ["c_attn", "c_proj", "c_fc"]
     assert target_modules("some_new_arch") == "all-linear"
+    assert target_modules("llama", ["all-linear"]) == "all-linear"  # peft's keyword, not a name
 
 
 def test_override_limits_the_adapter(tmp_path: Path) -> None:

@@ -125,3 +125,28 @@ def test_per_kind_scope_keeps_the_ab_split_and_moves_budget_between_layers():
         mags = np.concatenate([np.abs(vals[j]) for j in idx])
         mask = np.concatenate([np.isin(np.arange(seg[j].size), kept[j]) for j in idx])
         assert mags[mask].min() >= mags[~mask].max()  # top-k across the kind
+
+
+@pytest.mark.parametrize("rho", [0.05, 0.5, 1.0])
+def test_pooled_selection_is_the_flat_topk_split_by_piece(rho):
+    """per_segment: each piece gets exactly the entries of the pooled top-k that fall in it
+    (a dense budget sends every piece whole, without running a top-k)."""
+    from ecolora.compress.sparsify import piece_budgets, topk_indices
+
+    lay = layout(2)
+    seg = make_segments(lay, 1, "module")[0]
+    rng = np.random.default_rng(7)
+    vals = [rng.normal(size=p.size).astype(np.float32) * (j + 1) for j, p in enumerate(seg)]
+    cfg = CompressConfig(upload_budget=0.0, rho_a=rho, rho_b=rho, sparsity_schedule="constant",
+                         topk_scope="per_segment")
+    kept = sparsify(vals, seg, lay, 0, cfg)
+    flat = np.concatenate(vals)
+    chosen = topk_indices(flat, sum(piece_budgets(vals, seg, lay, 0, cfg)))
+    start = 0
+    for p, k in zip(seg, kept, strict=True):
+        want = chosen[(chosen >= start) & (chosen < start + p.size)] - start
+        got = np.arange(p.size) if k is None else k
+        np.testing.assert_array_equal(got, want)
+        start += p.size
+    if rho == 1.0:
+        assert all(k is None for k in kept)

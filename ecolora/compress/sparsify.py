@@ -230,10 +230,14 @@ def sparsify(
         groups = [[j for j, a in enumerate(is_a) if a], [j for j, a in enumerate(is_a) if not a]]
     out: list[np.ndarray | None] = [None] * len(pieces)
     for group in filter(None, groups):
-        flat = np.concatenate([np.asarray(values[j]) for j in group])
-        chosen = topk_indices(flat, sum(budgets[j] for j in group))
         bounds = np.cumsum([0] + [pieces[j].size for j in group])
+        k = sum(budgets[j] for j in group)
+        if k >= bounds[-1]:  # dense (FedIT, or a budget that covers the group): no top-k
+            continue
+        flat = np.concatenate([np.asarray(values[j]) for j in group])
+        chosen = topk_indices(flat, k)  # ascending, so each piece's share is one slice
+        cuts = np.searchsorted(chosen, bounds)
         for g, j in enumerate(group):
-            sel = chosen[(chosen >= bounds[g]) & (chosen < bounds[g + 1])] - bounds[g]
+            sel = chosen[cuts[g]:cuts[g + 1]] - bounds[g]
             out[j] = None if sel.size == pieces[j].size else sel
     return out

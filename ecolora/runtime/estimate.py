@@ -26,7 +26,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -132,11 +132,6 @@ def load_config(name: str):
         raise ModelError(f"{path}: {str(exc).strip().splitlines()[0][:200]}") from None
 
 
-def lora_targets(cfg: ModelConfig) -> list[str] | str | None:
-    """``model.target_modules`` for peft; ``all-linear`` is peft's string, not a module name."""
-    return "all-linear" if cfg.target_modules == ["all-linear"] else None
-
-
 def build_lora(config, cfg: ModelConfig, meta: bool = True):
     """``config``'s causal LM with LoRA attached as ``train/model.load_model`` attaches it:
     on the meta device (shapes only, no memory) or with random weights on ``cfg.device``."""
@@ -149,14 +144,13 @@ def build_lora(config, cfg: ModelConfig, meta: bool = True):
     try:
         if meta:  # LoRA too: peft would otherwise initialize it in real memory first
             with torch.device("meta"):
-                return attach_lora(AutoModelForCausalLM.from_config(config), cfg,
-                                   lora_targets(cfg))
+                return attach_lora(AutoModelForCausalLM.from_config(config), cfg)
         torch.manual_seed(SEED)
         base = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.precision])
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelError(f"cannot build {cfg.name!r} as a causal LM: "
                          f"{str(exc).strip().splitlines()[0][:200]}") from None
-    return attach_lora(base, cfg, lora_targets(cfg)).to(resolve_device(cfg.device))
+    return attach_lora(base, cfg).to(resolve_device(cfg.device))
 
 
 def available_bytes(device: str) -> int:
@@ -225,16 +219,6 @@ def initial_params(layout: AdapterLayout, trained: bool) -> list[np.ndarray]:
         else:
             out.append(np.zeros(t.numel, dtype=np.float32))
     return out
-
-
-def prepare(method: Method) -> Method:
-    """Skip the pooled top-k of a method that keeps every entry (FedIT): ``per_segment`` then
-    splits a 40M-entry "selection" piece by piece (minutes at 7B) for the same all-dense records
-    that ``per_tensor`` gives at once. The payload is unchanged (tests/test_estimate.py)."""
-    c = method.cfg
-    if c.rho_a == c.rho_b == 1.0 and not c.upload_budget and c.sparsity_schedule != "energy_split":
-        method.cfg = replace(c, topk_scope="per_tensor")
-    return method
 
 
 class Encoder:
@@ -318,7 +302,7 @@ def estimate(layout: AdapterLayout, cfg: RunConfig, labels: list[str], step_s: f
     methods = []
     for label in names:
         name, over = parse_label(label)
-        methods.append(prepare(build_method(name, merge(cfg, over).compress, layout)))
+        methods.append(build_method(name, merge(cfg, over).compress, layout))
     sampled = [sample_clients(fed.seed, t, fed.clients, fed.participation)
                for t in range(fed.rounds)]
     delta = gaussian_delta(layout)

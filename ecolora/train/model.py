@@ -82,6 +82,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def target_modules(model_type: str, override: list[str] | None = None) -> list[str] | str:
     """LoRA target module names for ``model_type``; the user's ``override`` wins."""
+    if override == ["all-linear"] or override == "all-linear":
+        return "all-linear"  # peft's keyword: every linear layer but the output head
     if override:
         return list(override)
     return list(TARGETS.get(model_type, ())) or "all-linear"
@@ -137,17 +139,13 @@ def load_model(cfg: ModelConfig, seed: int):
     return model, tokenizer
 
 
-def attach_lora(base, cfg: ModelConfig, targets: list[str] | str | None = None):
+def attach_lora(base, cfg: ModelConfig):
     """``base`` with peft LoRA attached as every ecolora model gets it (``load_model``, and the
     weightless meta-device models of ``ecolora estimate``), so both count the same tensors.
-
-    ``targets`` overrides ``target_modules(model_type, cfg.target_modules)`` (e.g. peft's
-    ``"all-linear"`` string). The caller seeds torch first when the init matters.
-    """
+    The caller seeds torch first when the init matters."""
     from peft import LoraConfig, get_peft_model
 
-    if targets is None:
-        targets = target_modules(base.config.model_type, cfg.target_modules)
+    targets = target_modules(base.config.model_type, cfg.target_modules)
     try:
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, bias="none", task_type="CAUSAL_LM",
