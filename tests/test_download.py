@@ -41,7 +41,7 @@ def _run(cfg: CompressConfig, rounds: int = 4, clients: int = 4):
 
 
 def test_sparse_broadcast_is_bit_identical_and_smaller():
-    cfg = CompressConfig(rho_a=0.05, rho_b=0.1)
+    cfg = CompressConfig(rho_a=0.05, rho_b=0.1, sparse_download=False)
     dense, dense_down = _run(cfg)
     sparse, sparse_down = _run(replace(cfg, sparse_download=True))
     for a, b in zip(dense, sparse, strict=True):
@@ -66,7 +66,8 @@ def test_sparse_broadcast_falls_back_to_dense_per_tensor():
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantized_upload_error_goes_to_the_residual(bits):
-    cfg = CompressConfig(value_bits=bits, num_segments=1, rho_a=0.5, rho_b=0.5)
+    cfg = CompressConfig(value_bits=bits, num_segments=1, rho_a=0.5, rho_b=0.5,
+                         upload_budget=0.0)  # fixed densities: fewer bits, fewer bytes
     method = build_method("ecolora", cfg, LAYOUT)
     rng = np.random.default_rng(1)
     delta = [rng.normal(size=t.numel).astype(np.float32) for t in LAYOUT.tensors]

@@ -140,7 +140,7 @@ def test_union_of_independent_senders():
 
 
 def test_sparse_download_shrinks_only_sparse_methods(config_file):
-    cfg = _cfg(config_file)
+    cfg = _cfg(config_file, compress={"sparse_download": False})
     layout = _layout(cfg)
     dense = {r.label: r.broadcast for r in est.estimate(layout, cfg, ["ecolora"], 1.0)}
     sparse_cfg = _cfg(config_file, compress={"sparse_download": True})

@@ -230,10 +230,10 @@ def test_client_error_is_dropped_not_fatal(tiny_model_dir, alpaca_file, tmp_path
     """A ClientApp that raises (here: its run-config disagrees) costs that client, not the run."""
     rc = run_config(tiny_model_dir, alpaca_file, tmp_path, **{"fed.rounds": 1})
     grid = LoopbackGrid(rc)
-    grid.contexts[100].run_config = {**rc, "fed.clients": 4}
+    grid.contexts[100].run_config = {**rc, "compress.rho_b": 2.0}
     run(grid, rc)
     (row,) = read_rows(tmp_path)
-    assert row["clients"] == 2 and "num-partitions=3" in row["dropped"]["0"]
+    assert row["clients"] == 2 and "rho_b" in row["dropped"]["0"]
 
 
 def test_wrong_partition_count_fails_at_join(tiny_model_dir, alpaca_file, tmp_path):

@@ -69,9 +69,10 @@ class CompressConfig:
         "round and client) (ecolora's own, issue 13)", ("nearest", "stochastic"),
     )
     sparse_download: bool = _knob(
-        False, "broadcast only the entries of the global change that are nonzero, positions "
+        True, "broadcast only the entries of the global change that are nonzero, positions "
         "coded like uploads (dense where that is smaller); lossless: the same global model as "
-        "the dense broadcast (ecolora's own, issue 13)",
+        "the dense broadcast, so it is on by default; false = the paper's dense broadcast "
+        "(ecolora's own, issue 13)",
     )
     normalize: str = _knob(
         "uploaders_weight",

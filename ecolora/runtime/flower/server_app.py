@@ -64,6 +64,7 @@ def join(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict[int, int]:
     k_total = cfg.fed.clients
     need = opts.min_clients or k_total
     nodes: dict[int, int] = {}
+    counts: dict[int, int] = {}  # num-partitions -> the first node that reported it
     asked: set[int] = set()
     deadline = time.monotonic() + opts.join_timeout
     while True:
@@ -78,6 +79,12 @@ def join(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict[int, int]:
                     log(WARNING, "node %s failed the hello: %s", src, reply.error.reason)
                     continue
                 pid, num = P.parse_hello(reply.content)
+                counts.setdefault(num, src)
+                if len(counts) > 1:
+                    other = next(n for n in counts if n != num)
+                    raise ConfigError(f"node {src} has num-partitions={num}, node "
+                                      f"{counts[other]} num-partitions={other}: start every "
+                                      "SuperNode with the same num-partitions")
                 for k in P.hosted(pid, num, k_total):
                     if k in nodes and nodes[k] != src:
                         raise ConfigError(f"nodes {nodes[k]} and {src} both hold client {k} "
