@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -61,50 +59,16 @@ def deployment(overrides: dict, rounds: int, clients: int, root: Path) -> tuple[
 
 
 def simulation(overrides: dict, rounds: int, clients: int, root: Path) -> tuple[float, float]:
-    from ecolora.runtime.flower.local import (
-        OFFLINE_ENV,
-        descendants,
-        executable,
-        free_port,
-        terminate,
-        toml_value,
-    )
+    from ecolora.runtime.flower.local import toml_value
+    from ecolora.runtime.flower.sim_engine import run_on_simulation_engine
 
-    home = root / "flwr-home"
-    env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(home),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
-           "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     text = " ".join(f"{k}={toml_value(v)}" for k, v in overrides.items())
-    flwr = executable("flwr")
-    t0 = time.monotonic()
-    try:
-        res = subprocess.run([flwr, "run", str(APP), "--format", "json", "--federation-config",
-                              f"num-supernodes={clients}", "-c", text], capture_output=True,
-                             text=True, env=env, timeout=300)
-        run_id = str(json.loads(res.stdout)["run-id"])
-        status = ""
-        while not status.startswith("finished"):
-            time.sleep(1)
-            ls = subprocess.run([flwr, "ls", "--run-id", run_id, "--format", "json"],
-                                capture_output=True, text=True, env=env, timeout=120)
-            try:
-                status = json.loads(ls.stdout)["runs"][0]["status"]
-            except (ValueError, KeyError, IndexError):
-                status = ""
-        wall = time.monotonic() - t0
-    finally:
-        pids = []
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if str(home) in cmd and "superlink" in cmd:
-                pids += [*descendants(int(entry.name)), int(entry.name)]
-        terminate(pids)
-    if status != "finished:completed":
-        raise SystemExit(f"simulation run failed: {status}")
-    return per_round(Path(overrides["flower.out"])), wall / rounds
+    root.mkdir(parents=True, exist_ok=True)
+    outcome, _ = run_on_simulation_engine(APP, text, root / "flwr-home", timeout=1800,
+                                          supernodes=clients)
+    if outcome.status != "finished:completed":
+        raise SystemExit(f"simulation run failed: {outcome}")
+    return per_round(Path(overrides["flower.out"])), outcome.wall_s / rounds
 
 
 def main() -> None:
