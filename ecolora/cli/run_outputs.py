@@ -102,16 +102,16 @@ class RunOutputs:
 
         self.out, self.setup, self.opts, self.echo = out, setup, opts, echo
         self.base = portable_base(setup.cfg.model.name)
-        self.tb = None  # the --report-to tracker
+        self.tracker = None  # the --report-to tracker
         start = (sum(r["upload_bytes"] for r in rows), sum(r["download_bytes"] for r in rows))
         if opts.report_to == "tensorboard":
             from ecolora.report.trackers import TensorBoardLogger
 
-            self.tb = TensorBoardLogger(out / "tensorboard", start)
+            self.tracker = TensorBoardLogger(out / "tensorboard", start)
         elif opts.report_to == "wandb":
             from ecolora.report.trackers import WandbLogger
 
-            self.tb = WandbLogger(out, setup.cfg.to_dict(), start)
+            self.tracker = WandbLogger(out, setup.cfg.to_dict(), start)
         self.best = _read_best(out / "adapter-best" / "best.json") if opts.save_best else None
         if self.best is not None and self.best.get("metric") != opts.best_metric:
             self.best = None  # resumed with another --best-metric: start the comparison over
@@ -120,8 +120,8 @@ class RunOutputs:
             tap_uploads(setup.method, opts.save_payloads, out)
 
     def on_round(self, row: dict) -> None:
-        if self.tb is not None:
-            self.tb.log_row(row)
+        if self.tracker is not None:
+            self.tracker.log_row(row)
 
     def on_state(self, state) -> None:
         """After round ``state.round``: adapters due every N rounds, and a new best."""
@@ -161,8 +161,8 @@ class RunOutputs:
         return hook
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()
         if self.echo is None:
             return
         if self.opts.save_best and self.best is not None:

@@ -22,7 +22,6 @@ local_steps * step_s for every client.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -92,12 +91,10 @@ class MethodEstimate:
 
 # ---- the model: layout from a weightless config, and an optional measured step ---------------
 def _quiet() -> None:
-    from transformers.utils import logging as hf_logging
+    from ecolora.train.model import quiet_hf
 
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    logging.getLogger("peft").setLevel(logging.ERROR)
+    quiet_hf()
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")  # meta-device notes
 
 
 def load_config(name: str):

@@ -98,15 +98,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(cfg: ModelConfig, seed: int):
-    """(peft model, tokenizer) with LoRA attached; LoRA init is seeded by ``seed``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def quiet_hf() -> None:
+    """transformers and peft print only errors: their notices would tear the progress bars."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     logging.getLogger("peft").setLevel(logging.ERROR)
+
+
+def load_model(cfg: ModelConfig, seed: int):
+    """(peft model, tokenizer) with LoRA attached; LoRA init is seeded by ``seed``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    quiet_hf()
     path = resolve_model_path(cfg.name)
     offline = not Path(path).is_dir()
     from safetensors import SafetensorError
