@@ -3,7 +3,7 @@
     python benchmarks/fuzz_wire.py [--cases 100000] [--seed 0] [--limit 1.0]
     python benchmarks/fuzz_wire.py --atheris -- -runs=100000    # coverage-guided, if installed
 
-A seeded loop over random and mutated v1 and v2 payloads, with the mutations and the oracle of
+A seeded loop over random and mutated v1, v2 and v3 (q8/q4 values) payloads, with the mutations and the oracle of
 ``ecolora.compress.fuzzing`` (shared with the CI test): bit flips, byte writes, header fields
 set to boundary or random values (v2 varints also in non-canonical form), truncations,
 insertions, deletions, headers and record headers spliced from other payloads, foreign or
@@ -43,7 +43,7 @@ def run(cases: int, seed: int, limit: float) -> int:
     ch = fuzzing.NumpyChooser(np.random.default_rng(seed))
     pool = [fuzzing.valid_payload(ch, SIZES, max_records=5) for _ in range(256)]
     outcomes = ("ok", "rejected", "crash", "inconsistent", "hang")
-    counts = {v: dict.fromkeys(outcomes, 0) for v in ("v1", "v2", "other")}
+    counts = {v: dict.fromkeys(outcomes, 0) for v in ("v1", "v2", "v3", "other")}
     failures: list[str] = []
     slowest = 0.0
 
@@ -54,7 +54,7 @@ def run(cases: int, seed: int, limit: float) -> int:
     t_start = time.perf_counter()
     for case in range(cases):
         buf = fuzzing.make_case(ch, pool)
-        version = {wire.V1: "v1", wire.V2: "v2"}.get(buf[4] if len(buf) > 4 else -1, "other")
+        version = {wire.V1: "v1", wire.V2: "v2", wire.V3: "v3"}.get(buf[4] if len(buf) > 4 else -1, "other")
         t0 = time.perf_counter()
         detail = ""
         signal.setitimer(signal.ITIMER_REAL, limit)
