@@ -3,12 +3,13 @@
     python benchmarks/fuzz_wire.py [--cases 100000] [--seed 0] [--limit 1.0]
     python benchmarks/fuzz_wire.py --atheris -- -runs=100000    # coverage-guided, if installed
 
-A seeded loop over random and mutated v1, v2 and v3 (q8/q4 values) payloads, with the mutations and the oracle of
-``ecolora.compress.fuzzing`` (shared with the CI test): bit flips, byte writes, header fields
-set to boundary or random values (v2 varints also in non-canonical form), truncations,
-insertions, deletions, headers and record headers spliced from other payloads, foreign or
-random tails, and wholly random bodies behind a valid magic/version. The CRC32 trailer is
-recomputed for 95% of cases so that the structural checks, not the checksum, decide.
+A seeded loop over random and mutated v1, v2 and v3 (q8/q4 values) payloads, with the mutations
+and the oracle of ``ecolora.compress.fuzzing`` (shared with the CI test): bit flips, byte
+writes, header fields set to boundary or random values (v2 varints also in non-canonical form),
+truncations, insertions, deletions, headers and record headers spliced from other payloads,
+foreign or random tails, and wholly random bodies behind a valid magic/version. The CRC32
+trailer is recomputed for 95% of cases so that the structural checks, not the checksum,
+decide.
 
 Outcomes: ``ok`` (decoded, and consistent: re-encoding reproduces the bytes), ``rejected``
 (CorruptPayloadError), ``crash`` (any other exception), ``inconsistent`` (decoded, but not what
@@ -54,7 +55,8 @@ def run(cases: int, seed: int, limit: float) -> int:
     t_start = time.perf_counter()
     for case in range(cases):
         buf = fuzzing.make_case(ch, pool)
-        version = {wire.V1: "v1", wire.V2: "v2", wire.V3: "v3"}.get(buf[4] if len(buf) > 4 else -1, "other")
+        names = {wire.V1: "v1", wire.V2: "v2", wire.V3: "v3"}
+        version = names.get(buf[4] if len(buf) > 4 else -1, "other")
         t0 = time.perf_counter()
         detail = ""
         signal.setitimer(signal.ITIMER_REAL, limit)

@@ -2,8 +2,9 @@
 
 What a new user types: no SuperLink of our own, Flower starts its managed local SuperLink in
 simulation mode. The run must complete and write the same ``metrics.jsonl`` (timing aside) as
-the in-process simulator. The managed SuperLink is detached from ``flwr``; it is found by its
-private database path under our ``FLWR_HOME`` and stopped by PID with everything it started.
+the in-process simulator, for fedit, ecolora and fedsa-lora (whose B tensors stay on the
+nodes). The managed SuperLink is detached from ``flwr``; it is found by its private database
+path under our ``FLWR_HOME`` and stopped by PID with everything it started.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ APP = Path(__file__).resolve().parents[1] / "apps" / "flower"
 TIMING = {"compute_s", "wall_s"}
 
 
-def test_flwr_run_on_the_simulation_engine(tiny_model_dir, alpaca_file, tmp_path):
+@pytest.mark.parametrize("method", ["ecolora", "fedit", "fedsa-lora"])
+def test_flwr_run_on_the_simulation_engine(method, tiny_model_dir, alpaca_file, tmp_path):
     from ecolora.runtime.flower.launch_check import check_run_config
     from ecolora.runtime.setup import build
     from ecolora.runtime.sim import simulate
@@ -33,7 +35,7 @@ def test_flwr_run_on_the_simulation_engine(tiny_model_dir, alpaca_file, tmp_path
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     home, out = tmp_path / "flwr-home", tmp_path / "out"
-    job = {"method": "ecolora", "model.name": str(tiny_model_dir),
+    job = {"method": method, "model.name": str(tiny_model_dir),
            "data.dataset": str(alpaca_file), "flower.out": str(out), "fed.clients": 4,
            "fed.rounds": 2, "fed.local_steps": 1, "fed.eval_every": 1,
            "data.train_examples": 40, "data.eval_examples": 8, "model.threads": 1,

@@ -104,3 +104,23 @@ def test_budget_counts_quantized_values_at_their_width():
     q8 = sum(piece_budgets(vals, pieces, layout, 0, replace(base, value_bits=8)))
     assert fp16 <= budget_count(0.05, 8000, 8000, 16) and q8 <= budget_count(0.05, 8000, 8000, 8)
     assert q8 > 1.4 * fp16
+
+
+@pytest.mark.parametrize(("bits", "budget"), [(16, 0.05), (8, 0.05), (4, 0.025), (8, 0.2)])
+def test_upload_budget_caps_the_encoded_bytes(bits, budget):
+    """Framing, per-record scales and Rice positions can exceed ``budget_count``'s estimate
+    (q8 at 0.05 sent 1,967 bytes for 1,867 allowed before the cap); the payload actually sent
+    stays within it."""
+    from ecolora.compress import wire
+    from ecolora.methods import build_method
+
+    shapes = {f"layers.{i}.{m}.lora_{k}": (8, 192) if k == "A" else (192, 8)
+              for i in range(3) for m in ("q", "v") for k in "AB"}
+    layout = AdapterLayout.from_shapes(shapes)
+    rng = np.random.default_rng(0)
+    delta = [rng.standard_normal(t.numel).astype(np.float32) for t in layout.tensors]
+    m = build_method("ecolora", CompressConfig(value_bits=bits, upload_budget=budget), layout)
+    up = m.client_update(delta, None, client=0, round_=5)
+    allowed = budget * 2 * layout.numel + wire.FRAME_BYTES  # 16 bits an entry, plus the frame
+    assert len(up.payload) <= allowed
+    assert len(up.payload) >= 0.8 * allowed  # and the budget is used

@@ -145,13 +145,14 @@ def budget_count(budget: float, n_segment: int, n_all: int, value_bits: int) -> 
 
 def piece_budgets(
     values: Sequence[np.ndarray], pieces: Sequence[Piece], layout: AdapterLayout,
-    round_: int, cfg: CompressConfig,
+    round_: int, cfg: CompressConfig, shrink: float = 1.0,
 ) -> list[int]:
     """Kept entries per piece: per-kind densities, scheduled, or energy-split (spec §5.2-5.3).
 
     With ``cfg.upload_budget`` the segment's total comes from the bytes budget instead, and
     rho_a/rho_b (or energy_split) only say how it divides between A and B; warm-up schedules
-    would overspend the first rounds' budget, so they do not apply.
+    would overspend the first rounds' budget, so they do not apply. ``shrink`` scales the
+    budgeted total down when an encoded payload came out over the budget (``Method``).
     """
     kinds = [layout.tensors[p.tensor].kind for p in pieces]
     if cfg.upload_budget:
@@ -165,6 +166,7 @@ def piece_budgets(
         sizes = [p.size for p in pieces]
         bits = 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
         total = budget_count(cfg.upload_budget, sum(sizes), layout.numel, bits)
+        total = max(1, math.floor(total * shrink))
         weight = [rho[kind] * n for kind, n in zip(kinds, sizes, strict=True)]
         scale = total / sum(weight)
         if scale * max(rho.values()) >= 1.0:  # some kind would be dense: fill by kind
@@ -208,7 +210,7 @@ def _energy_split(values, pieces, kinds, rho) -> dict[str, float]:
 
 def sparsify(
     values: Sequence[np.ndarray], pieces: Sequence[Piece], layout: AdapterLayout,
-    round_: int, cfg: CompressConfig,
+    round_: int, cfg: CompressConfig, shrink: float = 1.0,
 ) -> list[np.ndarray | None]:
     """Kept indices per piece (None = keep all, sent dense) under ``cfg.topk_scope``.
 
@@ -217,7 +219,7 @@ def sparsify(
     the same within A pieces and within B (and other) pieces, so the rho_a/rho_b split holds
     while budget still moves between tensors (layers) whose updates differ in size (spec §5.1).
     """
-    budgets = piece_budgets(values, pieces, layout, round_, cfg)
+    budgets = piece_budgets(values, pieces, layout, round_, cfg, shrink)
     if cfg.topk_scope == "per_tensor" or len(pieces) < 2:
         return [
             None if k >= p.size else topk_indices(np.asarray(v), k)

@@ -64,6 +64,7 @@ _ITEMSIZE = values.ITEMSIZE
 _HEADER = struct.Struct("<4sBBBBIHHI")
 _RECORD = wire_v1.RECORD  # v1 record header (kept here for existing importers)
 _CRC = struct.Struct("<I")
+FRAME_BYTES = _HEADER.size + _CRC.size  # what every payload pays once, FedIT's too
 _U32 = (1 << 32) - 1
 _MIN_V2_RECORD = 4  # bytes: four one-byte varints
 VALUES_DEFLATE = 0x01  # v2 header flag: exponent planes of the values DEFLATE-compressed

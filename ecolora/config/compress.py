@@ -80,6 +80,10 @@ class CompressConfig:
         "clients that sent that entry [INF §4.4]",
         ("uploaders_weight", "all_sampled_weight", "senders_weight"),
     )
+    segment_memory: float = _knob(
+        0.0, "weight beta of the server's memory of every client's latest upload per segment: "
+        "step = (1-beta) * mean of this round's uploaders + beta * mean of all clients' latest "
+        "(MIFA/FedStale style; server-side only, no bytes; ecolora's own, methods/memory.py)")
     server_opt: str = _knob(
         "sgd", "server optimizer on the aggregated delta: plain step (the paper's), FedAvgM "
         "momentum, or lazy FedAdam (ecolora's own, methods/server_opt.py)",
@@ -105,6 +109,7 @@ class CompressConfig:
             _check_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
         _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
         _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
+        _check_range("segment_memory", self.segment_memory, 0.0, 1.0)
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
         _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
         _check_range("server_beta1", self.server_beta1, 0.0, 0.999)

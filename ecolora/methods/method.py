@@ -22,11 +22,12 @@ import numpy as np
 from ecolora.compress import quant, wire
 from ecolora.compress.layout import AdapterLayout
 from ecolora.compress.segments import make_segments, segment_for
-from ecolora.compress.sparsify import keep_count, sparsify, topk_indices
+from ecolora.compress.sparsify import DENSE_BITS, keep_count, sparsify, topk_indices
 from ecolora.config import CompressConfig
 from ecolora.errors import ConfigError, CorruptPayloadError
 from ecolora.methods import rawpos
 from ecolora.methods.aggregate import Update, aggregate_segments, sent_entries
+from ecolora.methods.memory import SegmentMemory, with_memory
 from ecolora.methods.server_opt import server_step
 from ecolora.methods.variants import VARIANTS, Variant
 
@@ -50,6 +51,7 @@ class ServerState:
     opt_m: Params | None = None
     opt_v: Params | None = None
     opt_step: int = 0
+    memory: SegmentMemory | None = None
 
 
 class Method:
@@ -137,36 +139,61 @@ class Method:
         else:
             acc = delta
         values = [acc[p.tensor][p.start : p.stop] for p in pieces]
-        kept = sparsify(values, pieces, self.layout, round_, cfg)
-        records, nonzeros = [], 0
+        payload, kept, received = self._encode_within_budget(values, pieces, seg, client, round_)
         new_res = None
         if use_ef:
             if cfg.residual_scope != "sparsified_only":
                 new_res = [a.copy() for a in acc]
             else:  # sparsified_only: unsent segments keep their old (decayed) residual
                 new_res = [decay * r for r in old]
-        dtype = self.upload_dtype
-        for p, v, idx in zip(pieces, values, kept, strict=True):
-            sent = v if idx is None else v[idx]
-            scale = None
-            if dtype in quant.QMAX:  # send exactly what the receiver decodes, and its scale
-                rng = None if cfg.value_rounding == "nearest" else \
-                    np.random.default_rng([round_, client, p.tensor, p.start])
-                received, scale = quant.round_trip(sent, dtype, rng)
-            else:
-                received = wire.round_trip_values(sent, dtype)
-            records.append(wire.Record(p.tensor, p.start, p.size,
-                                       sent if scale is None else received, idx, scale))
-            nonzeros += sent.size
-            if use_ef:
+            for p, v, idx, got in zip(pieces, values, kept, received, strict=True):
                 target = new_res[p.tensor][p.start : p.stop]
                 target[:] = v
                 if idx is None:
-                    target -= received
+                    target -= got
                 else:
-                    target[idx] -= received
-        payload = self._encode(wire.Payload(wire.KIND_UPDATE, round_, seg, dtype, records))
+                    target[idx] -= got
+        nonzeros = sum(g.size for g in received)
         return ClientUpload(payload, new_res, nonzeros, seg)
+
+    def _encode_within_budget(self, values: Params, pieces, seg: int, client: int, round_: int):
+        """Top-k, value coding and framing of one segment: (payload, kept indices, values the
+        receiver decodes). With ``upload_budget`` the kept count is the estimate of
+        ``budget_count``; record headers, per-record scales and clustered positions can exceed it
+        (8/4-bit values most), so a payload over the budget is made again with the count
+        scaled by the overshoot: the budget is a cap on the bytes actually sent. Raw int32
+        positions (eco-no-golomb, topk-ef) keep the count: they exist to show what the same
+        entries cost without Golomb coding."""
+        cfg = self.cfg
+        raw = self.variant.positions == "int32"
+        allowed = cfg.upload_budget * DENSE_BITS * self.layout.numel / 8 + wire.FRAME_BYTES
+        shrink = 1.0
+        for _ in range(8):
+            kept = sparsify(values, pieces, self.layout, round_, cfg, shrink)
+            records, received = [], []
+            for p, v, idx in zip(pieces, values, kept, strict=True):
+                sent = v if idx is None else v[idx]
+                got, scale = self._round_trip(sent, client, round_, p)
+                records.append(wire.Record(p.tensor, p.start, p.size,
+                                           sent if scale is None else got, idx, scale))
+                received.append(got)
+            payload = self._encode(wire.Payload(wire.KIND_UPDATE, round_, seg,
+                                                self.upload_dtype, records))
+            if not cfg.upload_budget or len(payload) <= allowed or raw or \
+                    sum(g.size for g in received) <= len(pieces):
+                break
+            shrink *= 0.98 * allowed / len(payload)
+        return payload, kept, received
+
+    def _round_trip(self, sent: np.ndarray, client: int, round_: int,
+                    p) -> tuple[np.ndarray, float | None]:
+        """What the receiver decodes for ``sent`` (and the q8/q4 scale it is sent with)."""
+        dtype = self.upload_dtype
+        if dtype not in quant.QMAX:
+            return wire.round_trip_values(sent, dtype), None
+        rng = None if self.cfg.value_rounding == "nearest" else \
+            np.random.default_rng([round_, client, p.tensor, p.start])
+        return quant.round_trip(sent, dtype, rng)
 
     # ---- server side -------------------------------------------------------------------
     def decode_update(self, payload: bytes, client: int, round_: int, weight: float) -> Update:
@@ -192,9 +219,19 @@ class Method:
             out.append((p, r.indices, r.values))
         return expected, weight, out
 
-    def aggregate(self, updates: list[Update], state: ServerState) -> Params:
-        """The global change: the per-segment mean (spec §4.4), then the server optimizer."""
+    def aggregate(self, updates: list[Update], state: ServerState,
+                  clients: list[int] | None = None) -> Params:
+        """The global change: the per-segment mean (spec §4.4), mixed with the server's memory
+        of every client's latest segments (``segment_memory``, methods/memory.py), then the
+        server optimizer. ``clients`` names each update's sender (needed by the memory)."""
         delta = aggregate_segments(updates, self.segments, self.shapes, self.cfg.normalize)
+        if self.cfg.segment_memory > 0:
+            if clients is None:
+                raise ValueError("segment_memory needs the clients of the updates")
+            if state.memory is None:
+                state.memory = SegmentMemory()
+            delta = with_memory(delta, state.memory, clients, updates, self.segments,
+                                self.shapes, self.cfg.segment_memory)
         touched = sent_entries(updates, self.shapes) if self.cfg.server_opt == "adam" else None
         return server_step(delta, state, self.cfg, touched)
 

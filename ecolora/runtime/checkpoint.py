@@ -33,6 +33,7 @@ import torch
 from ecolora.config import RunConfig
 from ecolora.errors import ConfigError, DataError
 from ecolora.methods import ServerState
+from ecolora.methods.memory import SegmentMemory
 from ecolora.report.results import atomic_write
 
 FORMAT = "ecolora-checkpoint"
@@ -90,6 +91,12 @@ def save_checkpoint(path: Path, state: SimState, cfg: RunConfig, layout_names: l
         if isinstance(value, list) and value and all(isinstance(v, np.ndarray) for v in value):
             _put(tensors, f"server.{f.name}", value)
             server[f.name] = {"arrays": len(value)}
+        elif isinstance(value, SegmentMemory):
+            for k, arrays in value.updates.items():
+                _put(tensors, f"server.{f.name}.{k}", arrays)
+            server[f.name] = {"memory": {str(k): {"weight": value.weight[k],
+                                                  "known": sorted(value.known[k])}
+                                         for k in value.updates}}
         else:
             server[f.name] = {"value": value}
     tensors["rng.torch"] = torch.get_rng_state().numpy()
@@ -220,8 +227,15 @@ def _state(meta: dict[str, Any], tensors: dict[str, np.ndarray], n: int) -> SimS
     for name, entry in meta["server"].items():
         if not hasattr(server, name):
             raise ValueError(f"server.{name}")
-        value = _arrays(tensors, f"server.{name}", entry["arrays"]) if "arrays" in entry \
-            else entry["value"]
+        if "memory" in entry:
+            value = SegmentMemory()
+            for k, info in entry["memory"].items():
+                value.updates[int(k)] = _arrays(tensors, f"server.{name}.{k}", n)
+                value.weight[int(k)] = float(info["weight"])
+                value.known[int(k)] = {int(j) for j in info["known"]}
+        else:
+            value = _arrays(tensors, f"server.{name}", entry["arrays"]) if "arrays" in entry \
+                else entry["value"]
         setattr(server, name, value)
     rows = meta["rows"]
     if not isinstance(rows, list) or int(meta["round"]) != len(rows):

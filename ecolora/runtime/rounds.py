@@ -71,12 +71,13 @@ class ServerResult:
 def server_round(method: Method, uploads: list[tuple[int, bytes, float]], round_: int,
                  state: ServerState, global_params: list[np.ndarray]) -> ServerResult:
     """Decode (rejecting bad payloads, never crashing), aggregate, encode, apply the broadcast."""
-    decoded, rejected = [], {}
+    decoded, senders, rejected = [], [], {}
     for client, payload, weight in uploads:
         try:
             decoded.append(method.decode_update(payload, client, round_, weight))
+            senders.append(client)
         except CorruptPayloadError as exc:
             rejected[client] = str(exc)
-    delta = method.aggregate(decoded, state)
+    delta = method.aggregate(decoded, state, senders)
     broadcast = method.encode_broadcast(delta, round_, state)
     return ServerResult(method.apply_broadcast(broadcast, global_params), broadcast, rejected)
