@@ -3,7 +3,9 @@ takes, with the receiver's layout cap (``max_records``, what ``Method`` passes) 
 
     nice -n 19 python benchmarks/decode_limits.py [--uncapped]
 
-Memory is the peak of Python allocations (tracemalloc, numpy included) above the input.
+Memory is the peak of Python allocations (tracemalloc, numpy included) above the input. The
+decoded float32 values are part of it: 4 bytes per value, so a 10 MB payload of q4 codes (21M
+values) cannot decode in less than 84 MB.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def dense_payload(nbytes: int) -> bytes:
                        compress_values=False)
 
 
+def quantized_payload(nbytes: int, dtype: str) -> bytes:
+    """One dense record of q8/q4 codes filling ``nbytes`` (format v3)."""
+    n = (nbytes - 40) * (1 if dtype == "q8" else 2)
+    vals = np.random.default_rng(0).normal(size=n).astype(np.float32)
+    return wire.encode(wire.Payload(0, 0, 0, dtype, [wire.Record(0, 0, n, vals, None, 0.02)]))
+
+
 def sparse_payload(nbytes: int) -> bytes:
     n = 1 << 28
     k = nbytes // 4
@@ -75,6 +84,8 @@ def main() -> None:
         "1M one-entry dense records, 7 MB": records_payload(1_000_000, 1, None),
         "one dense record, 10 MB of fp16": dense_payload(TEN_MB),
         "one sparse record, 10 MB": sparse_payload(TEN_MB),
+        "one dense q8 record, 10 MB (10.5M values)": quantized_payload(TEN_MB, "q8"),
+        "one dense q4 record, 10 MB (21M values)": quantized_payload(TEN_MB, "q4"),
     }
     caps = [args.layout, None] if args.uncapped else [args.layout]
     print("| payload | bytes | max_records | result | seconds | peak MB |")

@@ -13,8 +13,8 @@ bit count of the real gaps for the Kiely value and its neighbours and keeps the 
 
 Decoding trusts nothing: stream lengths, code counts, padding bits (must be zero, so every
 accepted stream is the one the encoder writes) and the last index are checked before the
-indices are built, and the arithmetic cannot overflow int64 for any n < 2**32. Work and memory
-are O(len(unary) + k*b/8 + k); temporaries are 1 byte per unary bit, <= 32 bytes per index.
+indices are built, and the arithmetic cannot overflow int64 for any n < 2**32. Work is
+O(len(unary) + k*b/8 + k); memory is the k int64 indices plus temporaries of bounded size.
 
 Format v2 (``encode_sections``/``decode_sections``) generalises Rice to Golomb codes with any
 parameter M >= 1 (remainders in truncated binary: c-1 bits below u = 2^c - M, else c bits,
@@ -231,6 +231,10 @@ def encode_sections(gaps: np.ndarray, ks: np.ndarray, ms: list[int]) -> tuple[by
     return np.packbits(unary).tobytes(), rem
 
 
+STEP_BYTES = 1 << 15  # unary bytes unpacked at a time (at most 8x as many codes)
+CHUNK = 1 << 18  # codes whose remainders are decoded at a time
+
+
 def decode_sections(
     unary: bytes | memoryview, rem: bytes | memoryview, groups: list[tuple[int, int, int]],
     offset: int = 0,
@@ -239,42 +243,82 @@ def decode_sections(
 
     The caller has checked 0 <= k <= n and 1 <= M <= max(1, n). The unary stream must hold
     exactly sum(k) codes and end in the byte of its last one; the remainder stream must be
-    consumed exactly, padding bits zero. Last indices are checked in Python integers before
-    any int64 arithmetic that could overflow. O(len(unary) + len(rem) + sum(k)) work.
+    consumed exactly, padding bits zero. A quotient that alone reaches n is refused before any
+    int64 product could overflow. O(len(unary) + len(rem) + sum(k)) work.
+
+    Memory (issue 13, D1): one int64 array of sum(k) entries, which becomes the indices (each
+    group's array is a view of it), plus temporaries bounded by ``STEP_BYTES`` and ``CHUNK``:
+    both streams are unpacked a slice at a time, never whole.
     """
     total = sum(k for _, k, _ in groups)
     if total > 8 * len(unary):
         raise CorruptPayloadError("unary", offset, f"{len(unary)} bytes cannot hold {total} codes")
-    ubits = np.unpackbits(np.frombuffer(unary, dtype=np.uint8)).view(bool)
-    ends = np.flatnonzero(ubits)
-    if ends.size != total:
-        raise CorruptPayloadError("unary", offset, f"{ends.size} codes for k={total}")
-    if total and len(unary) != int(ends[-1]) // 8 + 1 or not total and len(unary):
-        raise CorruptPayloadError("unary", offset, "stream length does not match its codes")
-    quotients = gaps_of(ends)
-    rbits = np.unpackbits(np.frombuffer(rem, dtype=np.uint8)).view(bool)
+    quotients = _quotients(np.frombuffer(unary, dtype=np.uint8), total, offset)
+    rbytes = np.frombuffer(rem, dtype=np.uint8)
+    nbits = 8 * rbytes.size
     out, at, pos = [], 0, 0
     for n, k, m in groups:
         q = quotients[at : at + k]
         at += k
         c, u = golomb_code(m)
         width = max(c - 1, 0)
-        if k * width > rbits.size - pos:
+        if k * width > nbits - pos:
             raise CorruptPayloadError("remainders", offset, "remainder stream too short")
-        r = bitpack.bits_to_fields(rbits[pos : pos + k * width], k, width)
-        pos += k * width
-        if c:
-            long = r >= u
-            nlong = int(np.count_nonzero(long))
-            if nlong > rbits.size - pos:
-                raise CorruptPayloadError("remainders", offset, "remainder stream too short")
-            r[long] = 2 * r[long] + rbits[pos : pos + nlong] - u
-            pos += nlong
-        if k:
-            last = int(q.sum()) * m + int(r.sum()) + k - 1  # Python ints: no overflow
-            if last >= n:
-                raise CorruptPayloadError("positions", offset, f"index {last} >= n={n}")
-        out.append(np.cumsum(q * m + r + 1) - 1)
-    if len(rem) != (pos + 7) // 8 or rbits[pos:].any():
+        if k and int(q.max()) * m >= n:  # Python ints: no overflow
+            raise CorruptPayloadError("positions", offset, f"an index >= n={n}")
+        extra, nlong, carry = pos + k * width, 0, 0
+        for s in range(0, k, CHUNK):
+            e = min(k, s + CHUNK)
+            r = bitpack.bits_to_fields(_bits(rbytes, pos + s * width, (e - s) * width),
+                                       e - s, width)
+            if c:
+                long = r >= u
+                nl = int(np.count_nonzero(long))
+                if nl > nbits - extra - nlong:
+                    raise CorruptPayloadError("remainders", offset, "remainder stream too short")
+                r[long] = 2 * r[long] + _bits(rbytes, extra + nlong, nl) - u
+                nlong += nl
+            part = q[s:e]  # becomes the indices in place: gap + 1, running sum, minus 1
+            part *= m
+            part += r
+            part += 1
+            np.cumsum(part, out=part)
+            part += carry
+            carry = int(part[-1])
+            part -= 1
+        if carry > n:
+            raise CorruptPayloadError("positions", offset, f"index {carry - 1} >= n={n}")
+        pos = extra + nlong
+        out.append(q)
+    if rbytes.size != (pos + 7) // 8 or _bits(rbytes, pos, nbits - pos).any():
         raise CorruptPayloadError("remainders", offset, "length or padding does not match")
     return out
+
+
+def _quotients(ubytes: np.ndarray, total: int, offset: int) -> np.ndarray:
+    """The quotient (zeros before its one-bit) of every code of the unary stream."""
+    q = np.empty(total, dtype=np.int64)
+    got, prev = 0, -1
+    for b0 in range(0, ubytes.size, STEP_BYTES):
+        ends = np.flatnonzero(np.unpackbits(ubytes[b0 : b0 + STEP_BYTES]))
+        if got + ends.size > total:
+            raise CorruptPayloadError("unary", offset, f"more than k={total} codes")
+        if ends.size:
+            ends += 8 * b0
+            part = q[got : got + ends.size]
+            part[0] = ends[0] - prev - 1
+            np.subtract(ends[1:], ends[:-1] + 1, out=part[1:])
+            prev = int(ends[-1])
+            got += ends.size
+    if got != total:
+        raise CorruptPayloadError("unary", offset, f"{got} codes for k={total}")
+    if total and ubytes.size != prev // 8 + 1 or not total and ubytes.size:
+        raise CorruptPayloadError("unary", offset, "stream length does not match its codes")
+    return q
+
+
+def _bits(packed: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Bits [start, start + count) of an MSB-first packed byte array, as bool."""
+    lo = start >> 3
+    head = start - 8 * lo
+    return np.unpackbits(packed[lo : (start + count + 7) >> 3]).view(bool)[head : head + count]
