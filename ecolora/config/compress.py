@@ -31,7 +31,8 @@ class CompressConfig:
         0.1, "bytes budget per client and round, as a fraction of FedIT's dense 16-bit upload "
         "of the whole adapter; > 0 sets the kept count of the segment (rho_a/rho_b then only "
         "split it between A and B, and no warm-up applies), so the whole-run upload stays under "
-        "the budget at every horizon; 0 = fixed densities and the warm-up (ecolora's own; "
+        "the budget at every horizon (a payload over it is re-encoded with fewer entries); 0 = "
+        "fixed densities and the warm-up (ecolora's own; "
         "default chosen on the robustness matrix, README)",
     )
     rho_start: float = _knob(0.5, "density at round 0 for linear/exp schedules [INF §5.3]")
