@@ -152,14 +152,18 @@ def test_loopback_grid_matches_simulator(method, tiny_model_dir, alpaca_file, tm
         assert (tmp_path / name).is_file(), name
 
 
-def test_resume_after_the_server_died(tiny_model_dir, alpaca_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["fedit", "ecolora", "fedsa-lora"])
+def test_resume_after_the_server_died(method, tiny_model_dir, alpaca_file, tmp_path, monkeypatch):
     """ServerApp killed in round 3 after a checkpoint: ``flower.resume`` finishes the run with
-    the uninterrupted metrics, except that round 3 resends every node the full state."""
+    the uninterrupted metrics, except that round 3 resends every node the full state. The nodes
+    (node-config ``state-dir``) restore EcoLoRA's residuals and FedSA-LoRA's local B from their
+    snapshots of round 2, which a new run's empty ``context.state`` would have lost."""
     import ecolora.runtime.driver as driver
 
     ref = tmp_path / "ref"
-    rc = run_config(tiny_model_dir, alpaca_file, ref, method="fedit",
+    rc = run_config(tiny_model_dir, alpaca_file, ref, method=method,
                     **{"fed.checkpoint_every": 1, "fed.rounds": 4})
+    disk = {k: {"state-dir": str(tmp_path / "nodes" / str(k))} for k in range(K)}
     run(LoopbackGrid(rc), rc)
     out = tmp_path / "run"
     rc = {**rc, "flower.out": str(out)}
@@ -173,10 +177,10 @@ def test_resume_after_the_server_died(tiny_model_dir, alpaca_file, tmp_path, mon
     with monkeypatch.context() as m:
         m.setattr(driver, "server_round", dies_in_round_3)
         with pytest.raises(KeyboardInterrupt):
-            run(LoopbackGrid(rc), rc)
+            run(LoopbackGrid(rc, node_config=disk), rc)
     assert len(read_rows(out)) == 2
     rc = {**rc, "flower.resume": True}
-    grid = LoopbackGrid(rc)  # a new run: fresh node state
+    grid = LoopbackGrid(rc, node_config=disk)  # a new run: empty context.state
     run(grid, rc)
     got, want = untimed(read_rows(out)), untimed(read_rows(ref))
     assert [r["round"] for r in got] == [1, 2, 3, 4]
@@ -187,6 +191,8 @@ def test_resume_after_the_server_died(tiny_model_dir, alpaca_file, tmp_path, mon
             for key in ("download_bytes", "download_bytes_max", "comm_s"):
                 a[key] = b[key]
         assert a == b
+    snapshots = sorted(p.name for p in (tmp_path / "nodes" / "0").rglob("round-*"))
+    assert snapshots == ["round-2.safetensors", "round-3.safetensors"]  # 0-based; 0, 1 pruned
 
 
 def test_silent_node_round_closes_and_resyncs(tiny_model_dir, alpaca_file, tmp_path):

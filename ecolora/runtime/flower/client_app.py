@@ -11,7 +11,9 @@ Flower starts a fresh ClientApp process per message, so whatever must outlive a 
 the next broadcast *delta* to), the method's error-feedback residual and a personalized
 method's local tensors (FedSA-LoRA's B, which never leave the node), all as ArrayRecords, one
 set per hosted client (``protocol.state_key``). The server never has two messages in flight to
-one node (``server_app.waves``), so these records are never written concurrently.
+one node (``server_app.waves``), so these records are never written concurrently. With
+node-config ``state-dir`` they are also snapshotted to disk, so that a resumed run (a new run,
+with empty ``context.state``) continues from them exactly (``node_state``).
 Personalized methods are evaluated where those tensors are: ``@app.evaluate()``.
 The training step and the encoding are ``rounds.client_round`` and the method object, unchanged.
 """
@@ -19,6 +21,7 @@ The training step and the encoding are ``rounds.client_round`` and the method ob
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,7 @@ from flwr.clientapp import ClientApp
 
 from ecolora.config import RunConfig
 from ecolora.errors import ConfigError, CorruptPayloadError
+from ecolora.runtime.flower import node_state
 from ecolora.runtime.flower import protocol as P
 from ecolora.runtime.flower.config import from_run_config
 
@@ -107,10 +111,13 @@ def train(msg: Message, context: Context) -> Message:
     """One local round via ``client_round``; the reply carries the method's encoded bytes."""
     from ecolora.runtime.rounds import client_round
 
-    cfg, _ = from_run_config(context.run_config)
+    cfg, opts = from_run_config(context.run_config)
     ins = P.parse_train(msg.content)
     k, state = ins.client, context.state
     check_hosted(context, cfg, k)
+    folder = _state_folder(context, cfg, opts, k)
+    if folder is not None and ins.resumed_from and _held_round(state, k) is None:
+        node_state.restore(folder, state, k, ins.resumed_from)
     setup = _setup(cfg)
     last_round = _held_round(state, k)
     params = synced_global(setup, ins, state)
@@ -122,6 +129,8 @@ def train(msg: Message, context: Context) -> Message:
         state[P.state_key(P.STATE_RESIDUAL, k)] = ArrayRecord(res.upload.residual)
     if res.local is not None:  # personalized tensors never leave the node
         state[P.state_key(P.STATE_LOCAL, k)] = ArrayRecord(res.local)
+    if folder is not None:
+        node_state.save(folder, state, k, ins.round, cfg.fed.checkpoint_every)
     payload = _maybe_corrupt(res.upload.payload, context)
     reply = P.TrainRes(ins.round, k, payload, res.loss, res.upload.nonzeros, res.compute_s)
     return Message(P.train_reply(reply), reply_to=msg)
@@ -133,13 +142,25 @@ def evaluate(msg: Message, context: Context) -> Message:
     from ecolora.runtime.evaluation import evaluate_client
     from ecolora.train.model import get_params
 
-    cfg, _ = from_run_config(context.run_config)
-    round_, client, model = P.parse_eval(msg.content)
+    cfg, opts = from_run_config(context.run_config)
+    round_, client, model, resumed_from = P.parse_eval(msg.content)
     check_hosted(context, cfg, client)
+    folder = _state_folder(context, cfg, opts, client)
+    if folder is not None and resumed_from and _held_round(context.state, client) is None:
+        node_state.restore(folder, context.state, client, resumed_from)
     setup = _setup(cfg)
     params = setup.method.apply_broadcast(model, get_params(setup.model), replace=True)
     metrics = evaluate_client(setup, params, _arrays(context.state, P.STATE_LOCAL, client))
     return Message(P.eval_reply(round_, client, metrics), reply_to=msg)
+
+
+def _state_folder(context: Context, cfg: RunConfig, opts: Any, client: int) -> Path | None:
+    """Where this node snapshots ``client``'s state (node-config ``state-dir``), or None."""
+    root = context.node_config.get("state-dir")
+    if not root:
+        return None
+    key = node_state.run_key(cfg, str(opts.out_dir(cfg)))
+    return node_state.client_dir(str(root), key, client)
 
 
 def _maybe_corrupt(payload: bytes, context: Context) -> bytes:

@@ -49,6 +49,7 @@ class TrainIns:
     sync: str  # SYNC_FULL: `model` is the fp32 full state; SYNC_DELTA: last broadcast bytes
     base_round: int  # with SYNC_DELTA, the round whose global the node must hold
     model: bytes
+    resumed_from: int = 0  # a resumed run: the round of the server's checkpoint (node_state)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def parse_hello(content: RecordDict) -> tuple[int, int]:
 def train_content(ins: TrainIns) -> RecordDict:
     return RecordDict({KEY: ConfigRecord({
         "round": ins.round, "client": ins.client, "sync": ins.sync,
-        "base-round": ins.base_round, "model": ins.model,
+        "base-round": ins.base_round, "model": ins.model, "resumed-from": ins.resumed_from,
     })})
 
 
@@ -88,7 +89,7 @@ def parse_train(content: RecordDict) -> TrainIns:
     if sync not in (SYNC_FULL, SYNC_DELTA):
         raise CorruptPayloadError("sync", 0, f"unknown sync kind {sync!r}")
     return TrainIns(_int(rec, "round"), _int(rec, "client"), sync, _int(rec, "base-round"),
-                    _bytes(rec, "model"))
+                    _bytes(rec, "model"), _int(rec, "resumed-from"))
 
 
 def train_reply(res: TrainRes) -> RecordDict:
@@ -99,15 +100,17 @@ def train_reply(res: TrainRes) -> RecordDict:
                                "upload_bytes": len(res.payload)})})
 
 
-def eval_content(round_: int, client: int, model: bytes) -> RecordDict:
+def eval_content(round_: int, client: int, model: bytes, resumed_from: int = 0) -> RecordDict:
     """Evaluate ``client``'s own model (the global ``model``, a full state, with its local
     tensors) on the common eval set: personalized methods only."""
-    return RecordDict({KEY: ConfigRecord({"round": round_, "client": client, "model": model})})
+    return RecordDict({KEY: ConfigRecord({"round": round_, "client": client, "model": model,
+                                          "resumed-from": resumed_from})})
 
 
-def parse_eval(content: RecordDict) -> tuple[int, int, bytes]:
+def parse_eval(content: RecordDict) -> tuple[int, int, bytes, int]:
     rec = _record(content)
-    return _int(rec, "round"), _int(rec, "client"), _bytes(rec, "model")
+    return (_int(rec, "round"), _int(rec, "client"), _bytes(rec, "model"),
+            _int(rec, "resumed-from"))
 
 
 def eval_reply(round_: int, client: int, metrics: dict[str, float]) -> RecordDict:

@@ -157,8 +157,9 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
             log(WARNING, "round %d: client %d %s: %s", row["round"], k,
                 "rejected" if k in row["rejected"] else "dropped", why)
 
-    result = driver.run(lambda plan: deliver(grid, plan, nodes, opts),
-                        lambda params: evaluate_on_nodes(grid, driver, params, nodes, opts),
+    since = resume.round if resume is not None else 0  # nodes restore their state (node_state)
+    result = driver.run(lambda plan: deliver(grid, plan, nodes, opts, since),
+                        lambda params: evaluate_on_nodes(grid, driver, params, nodes, opts, since),
                         on_round, writer.on_checkpoint(), timed=True)
     summary = writer.finish(result["initial"], result["params"], time.perf_counter() - start, {
         "runtime": "flower", "nodes": {str(k): n for k, n in sorted(nodes.items())}})
@@ -166,8 +167,8 @@ def run_rounds(grid: Grid, cfg: RunConfig, opts: FlowerOptions) -> dict:
     return summary
 
 
-def deliver(grid: Grid, plan: RoundPlan, nodes: dict[int, int], opts: FlowerOptions
-            ) -> Delivery:
+def deliver(grid: Grid, plan: RoundPlan, nodes: dict[int, int], opts: FlowerOptions,
+            resumed_from: int = 0) -> Delivery:
     """Send each planned client its download, collect the replies of this round."""
     from ecolora.runtime.driver import ClientReply, Delivery
 
@@ -184,7 +185,7 @@ def deliver(grid: Grid, plan: RoundPlan, nodes: dict[int, int], opts: FlowerOpti
         msgs = []
         for k in wave:
             kind = P.SYNC_DELTA if plan.delta[k] else P.SYNC_FULL
-            ins = P.TrainIns(t, k, kind, t - 1, plan.download(k))
+            ins = P.TrainIns(t, k, kind, t - 1, plan.download(k), resumed_from)
             msgs.append(Message(P.train_content(ins), nodes[k], MessageType.TRAIN,
                                 group_id=str(t)))
         left = max(1.0, deadline - time.monotonic())
@@ -215,7 +216,7 @@ def waves(clients: list[int], nodes: dict[int, int]) -> list[list[int]]:
 
 
 def evaluate_on_nodes(grid: Grid, driver: RoundDriver, params: list, nodes: dict[int, int],
-                      opts: FlowerOptions) -> dict[str, float]:
+                      opts: FlowerOptions, resumed_from: int = 0) -> dict[str, float]:
     """Personalized eval: every node scores its own model; the unweighted mean of replies."""
     from ecolora.runtime.evaluation import mean_metrics
 
@@ -224,7 +225,7 @@ def evaluate_on_nodes(grid: Grid, driver: RoundDriver, params: list, nodes: dict
     scores: dict[int, dict[str, float]] = {}
     deadline = time.monotonic() + opts.round_timeout
     for wave in waves(sorted(nodes), nodes):
-        msgs = [Message(P.eval_content(t, k, model), nodes[k], MessageType.EVALUATE,
+        msgs = [Message(P.eval_content(t, k, model, resumed_from), nodes[k], MessageType.EVALUATE,
                         group_id=f"e{t}") for k in wave]
         client_of = {nodes[k]: k for k in wave}
         for reply in exchange(grid, msgs, max(1.0, deadline - time.monotonic())):
