@@ -124,3 +124,14 @@ def test_upload_budget_caps_the_encoded_bytes(bits, budget):
     allowed = budget * 2 * layout.numel + wire.FRAME_BYTES  # 16 bits an entry, plus the frame
     assert len(up.payload) <= allowed
     assert len(up.payload) >= 0.8 * allowed  # and the budget is used
+
+
+def test_dpo_runs_step_at_dpo_server_lr():
+    from ecolora.config import RunConfig
+
+    sft = RunConfig.from_dict({"compress": {"server_lr": 2.0, "dpo_server_lr": 0.5}})
+    dpo = RunConfig.from_dict({"fed": {"objective": "dpo"},
+                               "compress": {"server_lr": 2.0, "dpo_server_lr": 0.5}})
+    assert sft.method_compress.server_lr == 2.0
+    assert dpo.method_compress.server_lr == 0.5
+    assert dpo.compress.server_lr == 2.0  # the saved config is what the user set

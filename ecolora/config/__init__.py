@@ -49,6 +49,14 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def method_compress(self) -> CompressConfig:
+        """The compress section the run's method is built with: under objective=dpo the
+        server steps at ``compress.dpo_server_lr``, as the client uses ``fed.dpo_lr``."""
+        if self.fed.objective == "dpo":
+            return replace(self.compress, server_lr=self.compress.dpo_server_lr)
+        return self.compress
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Build from a nested dict (TOML, JSON, Flower run-config); unknown keys are errors."""

@@ -95,6 +95,10 @@ class CompressConfig:
         "segment_mean, 2 = twice FedIT's global step at every S, which is what S=2 with "
         "all_untransmitted gave (ecolora's own; default chosen on the robustness matrix, "
         "README). FedIT and the other dense baselines, and topk-ef, always step at 1")
+    dpo_server_lr: float = _knob(
+        1.0, "server_lr under objective=dpo: on HH-RLHF DPO the 2x step lost 2.0 points and its "
+        "DPO eval loss rose after round 10, where step 1 kept FedIT's accuracy (ecolora's own; "
+        "README)")
     server_beta1: float = _knob(0.9, "server momentum (avgm) or Adam's first-moment decay")
     server_beta2: float = _knob(0.99, "Adam's second-moment decay (server_opt=adam)")
     server_eps: float = _knob(1e-3, "Adam's epsilon tau (server_opt=adam)")
@@ -112,6 +116,7 @@ class CompressConfig:
         _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
         _check_range("segment_memory", self.segment_memory, 0.0, 1.0)
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
+        _check_range("dpo_server_lr", self.dpo_server_lr, 0.0, 100.0, lo_open=True)
         _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
         _check_range("server_beta1", self.server_beta1, 0.0, 0.999)
         _check_range("server_beta2", self.server_beta2, 0.0, 0.9999)

@@ -95,7 +95,7 @@ def run_jobs(jobs: Iterable[Job], on_round: Callable[[Job, dict], None] | None =
             base = build(job.cfg)
             key, init, rng = _setup_key(job.cfg), get_params(base.model), torch.get_rng_state()
         setup = replace(base, cfg=job.cfg,
-                        method=build_method(job.cfg.method, job.cfg.compress, base.layout))
+                        method=build_method(job.cfg.method, job.cfg.method_compress, base.layout))
         set_params(setup.model, init)
         torch.set_rng_state(rng)
         if on_start:

@@ -299,7 +299,7 @@ def estimate(layout: AdapterLayout, cfg: RunConfig, labels: list[str], step_s: f
     methods = []
     for label in names:
         name, over = parse_label(label)
-        methods.append(build_method(name, merge(cfg, over).compress, layout))
+        methods.append(build_method(name, merge(cfg, over).method_compress, layout))
     sampled = [sample_clients(fed.seed, t, fed.clients, fed.participation)
                for t in range(fed.rounds)]
     delta = gaussian_delta(layout)

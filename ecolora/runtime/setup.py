@@ -80,7 +80,7 @@ def build(cfg: RunConfig) -> RunSetup:
     train, evals = load_data(cfg)
     model, tok = load_model(cfg.model, cfg.fed.seed)
     layout = layout_of(model)
-    method = build_method(cfg.method, cfg.compress, layout)
+    method = build_method(cfg.method, cfg.method_compress, layout)
     objective = make_objective(cfg.fed.objective, cfg.fed.dpo_beta)
     budget = TokenBudget(cfg.model.max_seq_len, cfg.model.max_prompt_len,
                          cfg.model.min_prompt_len)
