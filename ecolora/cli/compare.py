@@ -21,10 +21,20 @@ from typing import Annotated, Any
 
 import typer
 
+from ecolora.cli.options import (
+    ClientsOpt,
+    ConfigOpt,
+    DatasetOpt,
+    EvalDatasetOpt,
+    ModelOpt,
+    NetworkOpt,
+    QuietOpt,
+    RoundsOpt,
+    SetOpt,
+    WorkersOpt,
+)
 from ecolora.config import METHODS, RunConfig
 from ecolora.errors import ConfigError
-
-NETWORK_HELP = "link preset for the modeled time: lan | wan | mobile (before --set; see knobs)"
 
 
 def resolve(config: Path | None, sets: list[str], network: str | None,
@@ -66,11 +76,6 @@ def seed_list(cfg: RunConfig, seeds: int) -> list[int]:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     return [cfg.fed.seed + i for i in range(seeds)]
-
-
-WORKERS_HELP = ("processes running the runs (method x seed x value) side by side; with "
-                "model.threads=0 each gets cores/workers torch threads, else model.threads, so "
-                "keep workers x threads <= cores")
 
 
 class Progress:
@@ -147,24 +152,18 @@ def compare(
     seeds: Annotated[int, typer.Option(help="number of seeds: fed.seed, fed.seed+1, ...")] = 3,
     down: Annotated[bool, typer.Option("--down/--no-down", help="also run ecolora+down beside "
                                        "ecolora (what compress_download saves)")] = False,
-    network: Annotated[str | None, typer.Option(help=NETWORK_HELP)] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with [model], [fed], ... tables")]
-    = None,
-    model: Annotated[str | None, typer.Option(help="'embedded', a HF model dir or hub name")]
-    = None,
-    dataset: Annotated[str | None, typer.Option(help="'embedded', a JSON/JSONL file or hub name")]
-    = None,
-    eval_dataset: Annotated[str | None, typer.Option(help="eval file (default: held out)")]
-    = None,
-    clients: Annotated[int | None, typer.Option(help="number of clients K")] = None,
-    rounds: Annotated[int | None, typer.Option(help="federated rounds T")] = None,
+    network: NetworkOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    eval_dataset: EvalDatasetOpt = None,
+    clients: ClientsOpt = None,
+    rounds: RoundsOpt = None,
     seed: Annotated[int | None, typer.Option(help="first seed")] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/compare"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value; repeatable")]
-    = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
-    = False,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Run several methods on the same data, partition and seeds; write a comparison report."""
     from ecolora.report.compare import write_compare

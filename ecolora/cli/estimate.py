@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from ecolora.cli.options import ClientsOpt, ConfigOpt, QuietOpt, RoundsOpt
 from ecolora.errors import ConfigError
 
 HELP = ("Exact bytes per round and whole-run bytes and time of each method on any causal LM, "
@@ -31,10 +32,10 @@ def estimate(
     targets: Annotated[str | None, typer.Option(help="LoRA target modules, comma separated, or "
                                                 "all-linear (default: the architecture's own)")]
     = None,
-    clients: Annotated[int | None, typer.Option(help="number of clients K")] = None,
+    clients: ClientsOpt = None,
     participation: Annotated[float | None, typer.Option(help="fraction q of clients sampled "
                                                         "each round")] = None,
-    rounds: Annotated[int | None, typer.Option(help="federated rounds T")] = None,
+    rounds: RoundsOpt = None,
     local_steps: Annotated[int | None, typer.Option(help="local steps per round "
                                                     "(fed.local_steps)")] = None,
     network: Annotated[str | None, typer.Option(help="link preset: lan | wan | mobile (before "
@@ -49,14 +50,12 @@ def estimate(
     methods: Annotated[str, typer.Option(help="comma-separated methods (METHOD+down too); "
                                          "fedit is always computed, for the shares")]
     = "fedit,ecolora",
-    config: Annotated[Path | None, typer.Option(help="TOML file with [model], [fed], ... "
-                                                "tables")] = None,
+    config: ConfigOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value; "
                                                    "repeatable, as for ecolora run")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write every number, "
                                                   "per round too, to this JSON file")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
-    = False,
+    quiet: QuietOpt = False,
 ) -> None:
     from ecolora.cli.compare import parse_methods
     from ecolora.cli.run import resolve_config

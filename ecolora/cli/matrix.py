@@ -26,7 +26,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ecolora.cli.compare import WORKERS_HELP, Progress, check_workers, save_run
+from ecolora.cli.compare import Progress, check_workers, save_run
+from ecolora.cli.options import QuietOpt, WorkersOpt
 from ecolora.errors import ConfigError
 
 
@@ -157,7 +158,7 @@ def matrix(
                                        "(see benchmarks/robustness.toml)")]
     = Path("benchmarks/robustness.toml"),
     seeds: Annotated[int, typer.Option(help="seeds per row: fed.seed, fed.seed+1, ...")] = 3,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    workers: WorkersOpt = 1,
     rows: Annotated[str | None, typer.Option(help="comma-separated row names to run")] = None,
     families: Annotated[str | None, typer.Option(help="comma-separated families to run")]
     = None,
@@ -165,8 +166,7 @@ def matrix(
     = Path("runs/matrix"),
     rerun: Annotated[bool, typer.Option("--rerun", help="ignore cached runs, run everything",
                                         show_default=False)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
-    = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a robustness matrix (rows x methods x seeds, FedIT as the reference); write
     matrix.md/csv and a plot per family. Runs are cached by config; run from the repo root."""

@@ -12,6 +12,17 @@ from typing import Annotated
 
 import typer
 
+from ecolora.cli.options import (
+    ClientsOpt,
+    ConfigOpt,
+    DatasetOpt,
+    EvalDatasetOpt,
+    ModelOpt,
+    NetworkOpt,
+    QuietOpt,
+    RoundsOpt,
+    SetOpt,
+)
 from ecolora.config import METHODS, RunConfig, knob_table, load_toml, merge, parse_set
 from ecolora.errors import ConfigError, RunFailedError
 
@@ -44,20 +55,15 @@ def knobs_help() -> str:
 
 
 def run(
-    config: Annotated[Path | None, typer.Option(help="TOML file with [model], [fed], ... tables")]
-    = None,
+    config: ConfigOpt = None,
     method: Annotated[str | None, typer.Option(help=" | ".join(METHODS))] = None,
-    model: Annotated[str | None, typer.Option(help="'embedded', a HF model dir or hub name")]
-    = None,
-    dataset: Annotated[str | None, typer.Option(help="'embedded', a JSON/JSONL file or hub name")]
-    = None,
-    eval_dataset: Annotated[str | None, typer.Option(help="eval file (default: held out)")]
-    = None,
-    clients: Annotated[int | None, typer.Option(help="number of clients K")] = None,
-    rounds: Annotated[int | None, typer.Option(help="federated rounds T")] = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    eval_dataset: EvalDatasetOpt = None,
+    clients: ClientsOpt = None,
+    rounds: RoundsOpt = None,
     seed: Annotated[int | None, typer.Option(help="seed for everything")] = None,
-    network: Annotated[str | None, typer.Option(help="link preset for the modeled time: lan | "
-                                                "wan | mobile (applied before --set)")] = None,
+    network: NetworkOpt = None,
     out: Annotated[str | None, typer.Option(help="run folder (default runs/METHOD-seedS); "
                                             "must be new or empty")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run in "
@@ -66,10 +72,8 @@ def run(
     resume: Annotated[Path | None, typer.Option(help="continue the run folder OUT from its "
                                                 "last checkpoint, with its saved config")]
     = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value; repeatable")]
-    = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
-    = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
     report_to: Annotated[str, typer.Option(help="also log every round to: none | tensorboard "
                                            "(OUT/tensorboard) | wandb (OUT/wandb; WANDB_* "
                                            "variables apply)")] = "none",

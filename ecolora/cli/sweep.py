@@ -16,13 +16,23 @@ from typing import Annotated, Any
 import typer
 
 from ecolora.cli.compare import (
-    NETWORK_HELP,
-    WORKERS_HELP,
     meta_for,
     parse_methods,
     resolve,
     run_all,
     seed_list,
+)
+from ecolora.cli.options import (
+    ClientsOpt,
+    ConfigOpt,
+    DatasetOpt,
+    EvalDatasetOpt,
+    ModelOpt,
+    NetworkOpt,
+    QuietOpt,
+    RoundsOpt,
+    SetOpt,
+    WorkersOpt,
 )
 from ecolora.config import SECTIONS, RunConfig
 from ecolora.errors import ConfigError
@@ -85,24 +95,18 @@ def sweep(
     methods: Annotated[str, typer.Option(help="comma-separated methods (METHOD+down allowed)")]
     = "fedit,ecolora",
     seeds: Annotated[int, typer.Option(help="number of seeds: fed.seed, fed.seed+1, ...")] = 1,
-    network: Annotated[str | None, typer.Option(help=NETWORK_HELP)] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with [model], [fed], ... tables")]
-    = None,
-    model: Annotated[str | None, typer.Option(help="'embedded', a HF model dir or hub name")]
-    = None,
-    dataset: Annotated[str | None, typer.Option(help="'embedded', a JSON/JSONL file or hub name")]
-    = None,
-    eval_dataset: Annotated[str | None, typer.Option(help="eval file (default: held out)")]
-    = None,
-    clients: Annotated[int | None, typer.Option(help="number of clients K")] = None,
-    rounds: Annotated[int | None, typer.Option(help="federated rounds T")] = None,
+    network: NetworkOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    eval_dataset: EvalDatasetOpt = None,
+    clients: ClientsOpt = None,
+    rounds: RoundsOpt = None,
     seed: Annotated[int | None, typer.Option(help="first seed")] = None,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("runs/sweep"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value; repeatable")]
-    = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar", show_default=False)]
-    = False,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
 ) -> None:
     """Sweep one ablation axis over values x methods x seeds; write its table and plot."""
     from ecolora.report.sweep import write_sweep
