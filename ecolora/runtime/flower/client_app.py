@@ -115,9 +115,7 @@ def train(msg: Message, context: Context) -> Message:
     ins = P.parse_train(msg.content)
     k, state = ins.client, context.state
     check_hosted(context, cfg, k)
-    folder = _state_folder(context, cfg, opts, k)
-    if folder is not None and ins.resumed_from and _held_round(state, k) is None:
-        node_state.restore(folder, state, k, ins.resumed_from)
+    folder = _node_state(context, cfg, opts, k, ins.resumed_from)
     setup = _setup(cfg)
     last_round = _held_round(state, k)
     params = synced_global(setup, ins, state)
@@ -145,22 +143,25 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, opts = from_run_config(context.run_config)
     round_, client, model, resumed_from = P.parse_eval(msg.content)
     check_hosted(context, cfg, client)
-    folder = _state_folder(context, cfg, opts, client)
-    if folder is not None and resumed_from and _held_round(context.state, client) is None:
-        node_state.restore(folder, context.state, client, resumed_from)
+    _node_state(context, cfg, opts, client, resumed_from)
     setup = _setup(cfg)
     params = setup.method.apply_broadcast(model, get_params(setup.model), replace=True)
     metrics = evaluate_client(setup, params, _arrays(context.state, P.STATE_LOCAL, client))
     return Message(P.eval_reply(round_, client, metrics), reply_to=msg)
 
 
-def _state_folder(context: Context, cfg: RunConfig, opts: Any, client: int) -> Path | None:
-    """Where this node snapshots ``client``'s state (node-config ``state-dir``), or None."""
+def _node_state(context: Context, cfg: RunConfig, opts: Any, client: int,
+                resumed_from: int) -> Path | None:
+    """Where this node snapshots ``client``'s state (node-config ``state-dir``), or None. In a
+    resumed run a client with no state yet in this run first gets its snapshot back."""
     root = context.node_config.get("state-dir")
     if not root:
         return None
     key = node_state.run_key(cfg, str(opts.out_dir(cfg)))
-    return node_state.client_dir(str(root), key, client)
+    folder = node_state.client_dir(str(root), key, client)
+    if resumed_from and _held_round(context.state, client) is None:
+        node_state.restore(folder, context.state, client, resumed_from)
+    return folder
 
 
 def _maybe_corrupt(payload: bytes, context: Context) -> bytes:
