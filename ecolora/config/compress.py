@@ -102,8 +102,26 @@ class CompressConfig:
     server_beta1: float = _knob(0.9, "server momentum (avgm) or Adam's first-moment decay")
     server_beta2: float = _knob(0.99, "Adam's second-moment decay (server_opt=adam)")
     server_eps: float = _knob(1e-3, "Adam's epsilon tau (server_opt=adam)")
-    compress_download: bool = _knob(False, "sparsify the broadcast global delta [INF Q6]")
-    rho_down: float = _knob(0.1, "kept fraction of the broadcast delta when compress_download")
+    compress_download: bool = _knob(
+        False, "lossy broadcast: the top of the server's pending change (this round's step plus "
+        "what earlier broadcasts left out, kept in a server residual: EF21-P's model-space "
+        "error feedback), applied to the clients' copies; the server's own model, which is "
+        "evaluated and saved, loses nothing [INF Q6]")
+    rho_down: float = _knob(
+        0.1, "kept fraction of each broadcast tensor when compress_download and no "
+        "download_budget (fp16 values)")
+    download_budget: float = _knob(
+        0.0, "bytes of each lossy broadcast as a fraction of FedIT's dense 16-bit download; > 0 "
+        "pools the top-k over every shared tensor and codes values at download_bits (the "
+        "budget caps the encoded bytes); 0 = rho_down per tensor (ecolora's own, issue 13)")
+    download_bits: int = _knob(
+        16, "bits per value of a budgeted lossy broadcast: 16 = value_dtype, 8 or 4 = linear "
+        "codes with one scale per record; the rounding error stays in the server residual "
+        "(ecolora's own, issue 13)")
+    served_model: str = _knob(
+        "clients", "under a lossy broadcast, the model evaluated and saved: the clients' copy "
+        "(what they train from), or the server's own model, which adds what the broadcasts "
+        "have not sent yet (ecolora's own, issue 13)", ("clients", "server"))
     max_tensor_numel: int = _knob(1 << 28, "decoder refuses tensors larger than this")
 
     def __post_init__(self) -> None:
@@ -118,13 +136,15 @@ class CompressConfig:
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
         _check_range("dpo_server_lr", self.dpo_server_lr, 0.0, 100.0, lo_open=True)
         _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
+        _check_range("download_budget", self.download_budget, 0.0, 1.0)
         _check_range("server_beta1", self.server_beta1, 0.0, 0.999)
         _check_range("server_beta2", self.server_beta2, 0.0, 0.9999)
         _check_range("server_eps", self.server_eps, 0.0, 1.0, lo_open=True)
         if self.schedule_rounds < 1:
             raise ConfigError(f"`schedule_rounds` must be >= 1, got {self.schedule_rounds}")
-        if self.value_bits not in (4, 8, 16):
-            raise ConfigError(f"`value_bits` must be 16, 8 or 4, got {self.value_bits}")
+        for name in ("value_bits", "download_bits"):
+            if getattr(self, name) not in (4, 8, 16):
+                raise ConfigError(f"`{name}` must be 16, 8 or 4, got {getattr(self, name)}")
         if self.max_tensor_numel < 1:
             raise ConfigError("`max_tensor_numel` must be >= 1")
 

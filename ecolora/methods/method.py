@@ -21,7 +21,7 @@ import numpy as np
 
 from ecolora.compress import quant, wire
 from ecolora.compress.layout import AdapterLayout
-from ecolora.compress.segments import make_segments, segment_for
+from ecolora.compress.segments import Piece, make_segments, segment_for
 from ecolora.compress.sparsify import DENSE_BITS, keep_count, sparsify, topk_indices
 from ecolora.config import CompressConfig
 from ecolora.errors import ConfigError, CorruptPayloadError
@@ -66,10 +66,16 @@ class Method:
         self.shared = [i for i, k in enumerate(kinds) if k in share]
         self.trainable = [k in train for k in kinds]
         self.local = [i for i, k in enumerate(kinds) if k in train and k not in share]
-        self.segments = shared_segments(layout, self.shared, cfg.num_segments, cfg.segment_by)
         self.shapes = [t.numel for t in layout.tensors]
+        self.segments = shared_segments(layout, self.shared, cfg.num_segments, cfg.segment_by)
         # uploads: 16-bit values (format v2) or q8/q4 codes with a per-record scale (v3)
         self.upload_dtype = cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
+        # a budgeted lossy broadcast is the upload's budgeted top-k over one segment that
+        # holds every shared tensor, pooled, with its own budget and bits
+        self.down_cfg = replace(cfg, upload_budget=cfg.download_budget,
+                                value_bits=cfg.download_bits, topk_scope="per_segment",
+                                rho_a=1.0, rho_b=1.0, value_rounding="nearest")
+        self.down_pieces = tuple(Piece(i, 0, self.shapes[i]) for i in self.shared)
         if cfg.value_bits != 16 and self.variant.positions == "int32":
             raise ConfigError(f"method {name} sends raw int32 positions; value_bits="
                               f"{cfg.value_bits} needs the ECLR format (value_bits=16)")
@@ -139,7 +145,8 @@ class Method:
         else:
             acc = delta
         values = [acc[p.tensor][p.start : p.stop] for p in pieces]
-        payload, kept, received = self._encode_within_budget(values, pieces, seg, client, round_)
+        payload, kept, received = self._encode_within_budget(
+            values, pieces, round_, self.cfg, wire.KIND_UPDATE, seg, client)
         new_res = None
         if use_ef:
             if cfg.residual_scope != "sparsified_only":
@@ -156,16 +163,18 @@ class Method:
         nonzeros = sum(g.size for g in received)
         return ClientUpload(payload, new_res, nonzeros, seg)
 
-    def _encode_within_budget(self, values: Params, pieces, seg: int, client: int, round_: int):
+    def _encode_within_budget(self, values: Params, pieces, round_: int, cfg: CompressConfig,
+                              kind: int, seg: int, client: int):
         """Top-k, value coding and framing of one segment: (payload, kept indices, values the
-        receiver decodes). With ``upload_budget`` the kept count is the estimate of
+        receiver decodes). With a bytes budget (``cfg.upload_budget``; the broadcast's
+        ``down_cfg`` carries ``download_budget`` there) the kept count is the estimate of
         ``budget_count``; record headers, per-record scales and clustered positions can exceed it
         (8/4-bit values most), so a payload over the budget is made again with the count
         scaled by the overshoot: the budget is a cap on the bytes actually sent. Raw int32
         positions (eco-no-golomb, topk-ef) keep the count: they exist to show what the same
         entries cost without Golomb coding."""
-        cfg = self.cfg
         raw = self.variant.positions == "int32"
+        dtype = cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
         allowed = cfg.upload_budget * DENSE_BITS * self.layout.numel / 8 + wire.FRAME_BYTES
         shrink = 1.0
         for _ in range(8):
@@ -173,25 +182,24 @@ class Method:
             records, received = [], []
             for p, v, idx in zip(pieces, values, kept, strict=True):
                 sent = v if idx is None else v[idx]
-                got, scale = self._round_trip(sent, client, round_, p)
+                got, scale = self._round_trip(sent, dtype, cfg.value_rounding, client, round_, p)
                 records.append(wire.Record(p.tensor, p.start, p.size,
                                            sent if scale is None else got, idx, scale))
                 received.append(got)
-            payload = self._encode(wire.Payload(wire.KIND_UPDATE, round_, seg,
-                                                self.upload_dtype, records))
+            payload = self._encode(wire.Payload(kind, round_, seg, dtype, records))
             if not cfg.upload_budget or len(payload) <= allowed or raw or \
                     sum(g.size for g in received) <= len(pieces):
                 break
             shrink *= 0.98 * allowed / len(payload)
         return payload, kept, received
 
-    def _round_trip(self, sent: np.ndarray, client: int, round_: int,
+    @staticmethod
+    def _round_trip(sent: np.ndarray, dtype: str, rounding: str, client: int, round_: int,
                     p) -> tuple[np.ndarray, float | None]:
         """What the receiver decodes for ``sent`` (and the q8/q4 scale it is sent with)."""
-        dtype = self.upload_dtype
         if dtype not in quant.QMAX:
             return wire.round_trip_values(sent, dtype), None
-        rng = None if self.cfg.value_rounding == "nearest" else \
+        rng = None if rounding == "nearest" else \
             np.random.default_rng([round_, client, p.tensor, p.start])
         return quant.round_trip(sent, dtype, rng)
 
@@ -239,6 +247,21 @@ class Method:
         """The global change every client applies; sparse with server-side EF if configured."""
         cfg = self.cfg
         records = []
+        if cfg.compress_download and cfg.download_budget:
+            if state.residual is None:
+                state.residual = [np.zeros_like(d) for d in delta]
+            acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
+            values = [acc[p.tensor] for p in self.down_pieces]
+            payload, kept, received = self._encode_within_budget(
+                values, self.down_pieces, round_, self.down_cfg, wire.KIND_BROADCAST,
+                wire.ALL_SEGMENTS, 0)
+            for v, idx, got in zip(values, kept, received, strict=True):
+                if idx is None:
+                    v -= got
+                else:
+                    v[idx] -= got
+            state.residual = acc
+            return payload
         if cfg.compress_download:
             if state.residual is None:
                 state.residual = [np.zeros_like(d) for d in delta]
@@ -272,9 +295,29 @@ class Method:
             return wire.Record(i, 0, d.size, d[idx], idx)
         return wire.Record(i, 0, d.size, d)
 
+    def server_model(self, params: Params, state: ServerState) -> Params:
+        """The model the server evaluates and saves (``compress.served_model``): the clients'
+        copy ``params``, or the server's own model, which adds what lossy broadcasts have not
+        sent yet (the server residual; EF21-P's x beside the clients' w). Every other broadcast
+        leaves no residual, so both are ``params``."""
+        if state.residual is None or self.cfg.served_model == "clients":
+            return params
+        return [p + r for p, r in zip(params, state.residual, strict=True)]
+
     def encode_full_state(self, params: Params, round_: int) -> bytes:
-        """The whole global adapter in fp32: the first sync, or a client that missed rounds."""
-        records = [wire.Record(i, 0, p.size, p) for i, p in enumerate(params)]
+        """The whole global adapter in fp32: the first sync, or a client that missed rounds.
+
+        A tensor whose nonzero bit patterns are few (LoRA's B starts at +0) is sent as those
+        entries only; -0.0 counts as nonzero, so the receiver, which starts from +0, rebuilds
+        every bit."""
+        records = []
+        for i, p in enumerate(params):
+            idx = np.flatnonzero(p.view(np.uint32))
+            k = idx.size
+            if k * (32 + 2 + np.log2(p.size / max(k, 1))) < p.size * 32:
+                records.append(wire.Record(i, 0, p.size, p[idx], idx))
+            else:
+                records.append(wire.Record(i, 0, p.size, p))
         return wire.encode(
             wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, "fp32", records)
         )
@@ -294,7 +337,9 @@ class Method:
             if r.tensor >= len(out) or r.start + r.n > out[r.tensor].size:
                 raise CorruptPayloadError("record", 20, f"tensor {r.tensor} range out of bounds")
             view = out[r.tensor][r.start : r.start + r.n]
-            if r.indices is None:
+            if replace:  # assigned, not added to +0: a full state keeps every bit, -0.0 too
+                view[slice(None) if r.indices is None else r.indices] = r.values
+            elif r.indices is None:
                 view += r.values
             else:
                 view[r.indices] += r.values

@@ -209,7 +209,8 @@ class RoundDriver:
                 row.eval = personal_eval(s.params)
                 emit_samples(self.setup, s.params, t + 1)
             else:
-                row.eval = evaluate_global(self.setup, s.params, t + 1)
+                row.eval = evaluate_global(self.setup, method.server_model(s.params, s.server),
+                                           t + 1)
         return row
 
     def run(self, deliver: Callable[[RoundPlan], Delivery],
@@ -237,4 +238,5 @@ class RoundDriver:
             if on_checkpoint:
                 on_checkpoint(SimState(s.round, s.params, s.initial, s.rows, s.residuals,
                                        s.local, s.synced, s.last_broadcast, s.server))
-        return {"rounds": s.rows, "initial": s.initial, "params": s.params}
+        return {"rounds": s.rows, "initial": s.initial,
+                "params": self.setup.method.server_model(s.params, s.server)}
