@@ -108,16 +108,17 @@ class CompressConfig:
         "error feedback), applied to the clients' copies; the server's own model, which is "
         "evaluated and saved, loses nothing [INF Q6]")
     rho_down: float = _knob(
-        0.1, "kept fraction of each broadcast tensor when compress_download and no "
-        "download_budget (fp16 values)")
+        0.1, "kept fraction of each broadcast tensor when compress_download with "
+        "download_budget=0, or for the int32-position variants (fp16 values)")
     download_budget: float = _knob(
-        0.0, "bytes of each lossy broadcast as a fraction of FedIT's dense 16-bit download; > 0 "
-        "pools the top-k over every shared tensor and codes values at download_bits (the "
-        "budget caps the encoded bytes); 0 = rho_down per tensor (ecolora's own, issue 13)")
+        0.1, "bytes of each lossy broadcast (compress_download) as a fraction of FedIT's dense "
+        "16-bit download: the top-k is pooled over every shared tensor, values are coded at "
+        "download_bits, and the budget caps the encoded bytes; 0 = rho_down per tensor "
+        "(ecolora's own, issue 13; chosen on the embedded default, README)")
     download_bits: int = _knob(
-        16, "bits per value of a budgeted lossy broadcast: 16 = value_dtype, 8 or 4 = linear "
+        8, "bits per value of a budgeted lossy broadcast: 16 = value_dtype, 8 or 4 = linear "
         "codes with one scale per record; the rounding error stays in the server residual "
-        "(ecolora's own, issue 13)")
+        "(ecolora's own, issue 13; 8 beat 4 at budget 0.1, README)")
     served_model: str = _knob(
         "clients", "under a lossy broadcast, the model evaluated and saved: the clients' copy "
         "(what they train from), or the server's own model, which adds what the broadcasts "

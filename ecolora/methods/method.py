@@ -244,10 +244,13 @@ class Method:
         return server_step(delta, state, self.cfg, touched)
 
     def encode_broadcast(self, delta: Params, round_: int, state: ServerState) -> bytes:
-        """The global change every client applies; sparse with server-side EF if configured."""
+        """The global change every client applies; sparse with server-side EF if configured
+        (``compress_download``): under ``download_budget`` the upload's budgeted top-k and value
+        coding over all shared tensors at once, else ``rho_down`` per tensor in fp16 (also
+        for the int32-position baselines, as the classic top-k broadcast)."""
         cfg = self.cfg
         records = []
-        if cfg.compress_download and cfg.download_budget:
+        if cfg.compress_download and cfg.download_budget and self.variant.positions != "int32":
             if state.residual is None:
                 state.residual = [np.zeros_like(d) for d in delta]
             acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
