@@ -140,6 +140,28 @@ def test_stale_residual_is_scaled_per_missed_round(stale):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("clip", [0.25, 100.0])
+def test_stale_clip_caps_a_returning_residual_at_a_multiple_of_the_fresh_delta(clip):
+    """With stale_clip c a returning client sends as if its residual had norm at most
+    c x ||fresh delta||; a large c changes nothing, and neither does c without a missed round."""
+    cfg = CompressConfig(num_segments=1, rho_a=0.1, rho_b=0.3, value_dtype="fp32",
+                         stale_decay=1.0, stale_clip=clip)
+    method = build_method("ecolora", cfg, LAYOUT)
+    residual = [r * np.float32(10) for r in method.client_update(deltas(1), None, 0, 0).residual]
+    d = deltas(2)
+    plain = build_method("ecolora", replace(cfg, stale_clip=0.0), LAYOUT)
+    assert method.client_update(d, residual, 0, 2, missed=0).payload == plain.client_update(
+        d, residual, 0, 2, missed=0).payload
+    norm = lambda xs: float(np.sqrt(sum(float(np.dot(x, x)) for x in xs)))  # noqa: E731
+    factor = min(1.0, clip * norm(d) / norm(residual))
+    assert (factor < 1.0) == (clip == 0.25)
+    want = plain.client_update(d, [r * np.float32(factor) for r in residual], 0, 2, missed=0)
+    got = method.client_update(d, residual, 0, 2, missed=1)
+    assert got.payload == want.payload
+    for a, b in zip(got.residual, want.residual, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_topk_ef_keeps_classic_error_feedback():
     method = build_method("topk-ef", CompressConfig(stale_decay=0.0), LAYOUT)
     assert method.cfg.stale_decay == 1.0

@@ -55,6 +55,10 @@ class CompressConfig:
         "returning client drops its stale residual, 1 = classic EF keeps it (ecolora's own "
         "knob for partial participation, measured in the README) [INF §5.4]",
     )
+    stale_clip: float = _knob(
+        0.0, "when > 0, a returning client's (stale-decayed) residual is scaled down so its norm "
+        "is at most stale_clip x the norm of its fresh delta: a stale residual can then never "
+        "outweigh what the client just trained (ecolora's own, issue 12) [INF §5.4]")
     golomb_param: str = _knob(
         "empirical_best", "Rice parameter rule [INF §6]",
         ("rice_kiely_floor", "rice_ceil", "empirical_best"),
@@ -133,6 +137,7 @@ class CompressConfig:
             _check_range(name, getattr(self, name), 0.0, 1.0, lo_open=True)
         _check_range("residual_decay", self.residual_decay, 0.0, 1.0)
         _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
+        _check_range("stale_clip", self.stale_clip, 0.0, 100.0)
         _check_range("segment_memory", self.segment_memory, 0.0, 1.0)
         _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
         _check_range("dpo_server_lr", self.dpo_server_lr, 0.0, 100.0, lo_open=True)
