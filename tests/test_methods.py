@@ -125,7 +125,7 @@ def test_stale_residual_is_scaled_per_missed_round(stale):
     """A client back after missing rounds sends as if its residual were ``stale ** missed`` of
     what it kept; with no missed round (full participation) the knob changes nothing."""
     cfg = CompressConfig(num_segments=2, rho_a=0.1, rho_b=0.3, value_dtype="fp32",
-                         stale_decay=stale)
+                         stale_decay=stale, stale_clip=0.0)
     method = build_method("ecolora", cfg, LAYOUT)
     residual = method.client_update(deltas(1), None, 0, 0).residual
     d = deltas(2)
@@ -164,7 +164,7 @@ def test_stale_clip_caps_a_returning_residual_at_a_multiple_of_the_fresh_delta(c
 
 def test_topk_ef_keeps_classic_error_feedback():
     method = build_method("topk-ef", CompressConfig(stale_decay=0.0), LAYOUT)
-    assert method.cfg.stale_decay == 1.0
+    assert method.cfg.stale_decay == 1.0 and method.cfg.stale_clip == 0.0
 
 
 def test_upload_is_much_smaller_than_fedit():

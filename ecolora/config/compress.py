@@ -51,14 +51,16 @@ class CompressConfig:
     )
     residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
     stale_decay: float = _knob(
-        0.0, "residual multiplied by this for every round the client was not sampled; 0 = a "
-        "returning client drops its stale residual, 1 = classic EF keeps it (ecolora's own "
-        "knob for partial participation, measured in the README) [INF §5.4]",
+        1.0, "residual multiplied by this for every round the client was not sampled; 1 = "
+        "classic EF keeps it, 0 = a returning client drops its stale residual (ecolora's own "
+        "knob for partial participation; 1 with stale_clip 0.5 chosen on the participation "
+        "0.3 and 50-client rows, README) [INF §5.4]",
     )
     stale_clip: float = _knob(
-        0.0, "when > 0, a returning client's (stale-decayed) residual is scaled down so its norm "
+        0.5, "when > 0, a returning client's (stale-decayed) residual is scaled down so its norm "
         "is at most stale_clip x the norm of its fresh delta: a stale residual can then never "
-        "outweigh what the client just trained (ecolora's own, issue 12) [INF §5.4]")
+        "outweigh what the client just trained; 0 = no cap (ecolora's own, issue 12; chosen "
+        "on the participation 0.3 and 50-client rows, README) [INF §5.4]")
     golomb_param: str = _knob(
         "empirical_best", "Rice parameter rule [INF §6]",
         ("rice_kiely_floor", "rice_ceil", "empirical_best"),

@@ -78,6 +78,7 @@ def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     return dict(_uniform(cfg, rho), num_segments=1, error_feedback=True, upload_budget=0.0,
                 value_bits=16,  # raw int32 positions and plain values: no v3 codes
                 rho_start=cfg.rho_start / cfg.num_segments, stale_decay=1.0,
+                stale_clip=0.0,
                 server_opt="sgd", server_lr=1.0)  # the classic baseline: plain server step
 
 
