@@ -111,8 +111,8 @@ class CompressConfig:
     compress_download: bool = _knob(
         False, "lossy broadcast: the top of the server's pending change (this round's step plus "
         "what earlier broadcasts left out, kept in a server residual: EF21-P's model-space "
-        "error feedback), applied to the clients' copies; the server's own model, which is "
-        "evaluated and saved, loses nothing [INF Q6]")
+        "error feedback), applied to the clients' copies; the server's own model stays exact "
+        "(served_model says which of the two is evaluated and saved) [INF Q6]")
     rho_down: float = _knob(
         0.1, "kept fraction of each broadcast tensor when compress_download with "
         "download_budget=0, or for the int32-position variants (fp16 values)")
@@ -124,7 +124,7 @@ class CompressConfig:
     download_bits: int = _knob(
         8, "bits per value of a budgeted lossy broadcast: 16 = value_dtype, 8 or 4 = linear "
         "codes with one scale per record; the rounding error stays in the server residual "
-        "(ecolora's own, issue 13; 8 beat 4 at budget 0.1, README)")
+        "(ecolora's own, issue 13; 8 against 4 at budget 0.1 on one seed, README)")
     served_model: str = _knob(
         "clients", "under a lossy broadcast, the model evaluated and saved: the clients' copy "
         "(what they train from), or the server's own model, which adds what the broadcasts "

@@ -69,7 +69,7 @@ class Method:
         self.shapes = [t.numel for t in layout.tensors]
         self.segments = shared_segments(layout, self.shared, cfg.num_segments, cfg.segment_by)
         # uploads: 16-bit values (format v2) or q8/q4 codes with a per-record scale (v3)
-        self.upload_dtype = cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
+        self.upload_dtype = wire_dtype(cfg)
         # a budgeted lossy broadcast is the upload's budgeted top-k over one segment that
         # holds every shared tensor, pooled, with its own budget and bits
         self.down_cfg = replace(cfg, upload_budget=cfg.download_budget,
@@ -176,7 +176,7 @@ class Method:
         positions (eco-no-golomb, topk-ef) keep the count: they exist to show what the same
         entries cost without Golomb coding."""
         raw = self.variant.positions == "int32"
-        dtype = cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
+        dtype = wire_dtype(cfg)
         allowed = cfg.upload_budget * DENSE_BITS * self.layout.numel / 8 + wire.FRAME_BYTES
         shrink = 1.0
         for _ in range(8):
@@ -295,8 +295,7 @@ class Method:
             return wire.Record(i, 0, d.size, d)
         idx = np.flatnonzero(wire.round_trip_values(d, self.cfg.value_dtype))
         vbits = 32 if self.cfg.value_dtype == "fp32" else 16
-        k = idx.size
-        if k * (vbits + 2 + np.log2(d.size / max(k, 1))) < d.size * vbits:
+        if _sparse_is_smaller(idx.size, d.size, vbits):
             return wire.Record(i, 0, d.size, d[idx], idx)
         return wire.Record(i, 0, d.size, d)
 
@@ -318,8 +317,7 @@ class Method:
         records = []
         for i, p in enumerate(params):
             idx = np.flatnonzero(p.view(np.uint32))
-            k = idx.size
-            if k * (32 + 2 + np.log2(p.size / max(k, 1))) < p.size * 32:
+            if _sparse_is_smaller(idx.size, p.size, 32):
                 records.append(wire.Record(i, 0, p.size, p[idx], idx))
             else:
                 records.append(wire.Record(i, 0, p.size, p))
@@ -349,6 +347,17 @@ class Method:
             else:
                 view[r.indices] += r.values
         return out
+
+
+def wire_dtype(cfg: CompressConfig) -> str:
+    """The payload dtype of ``cfg``'s values: 16-bit ``value_dtype``, or the q8/q4 codes."""
+    return cfg.value_dtype if cfg.value_bits == 16 else f"q{cfg.value_bits}"
+
+
+def _sparse_is_smaller(k: int, n: int, vbits: int) -> bool:
+    """Whether k of n entries cost less with positions (value bits plus about log2(n/k) + 2
+    Rice bits each) than all n dense."""
+    return k * (vbits + 2 + np.log2(n / max(k, 1))) < n * vbits
 
 
 def stale_clip_factor(residual: Params, delta: Params, decay: float, clip: float) -> float:
