@@ -158,10 +158,7 @@ class Method:
             for p, v, idx, got in zip(pieces, values, kept, received, strict=True):
                 target = new_res[p.tensor][p.start : p.stop]
                 target[:] = v
-                if idx is None:
-                    target -= got
-                else:
-                    target[idx] -= got
+                _subtract_sent(target, idx, got)
         nonzeros = sum(g.size for g in received)
         return ClientUpload(payload, new_res, nonzeros, seg)
 
@@ -251,35 +248,27 @@ class Method:
         coding over all shared tensors at once, else ``rho_down`` per tensor in fp16 (also
         for the int32-position baselines, as the classic top-k broadcast)."""
         cfg = self.cfg
-        records = []
-        if cfg.compress_download and cfg.download_budget and self.variant.positions != "int32":
-            if state.residual is None:
-                state.residual = [np.zeros_like(d) for d in delta]
-            acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
+        if not cfg.compress_download:
+            # only shared tensors change globally: frozen or local ones are not broadcast
+            records = [self._broadcast_record(i, delta[i]) for i in self.shared]
+            return self._encode(wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS,
+                                             cfg.value_dtype, records))
+        old = state.residual or [np.zeros_like(d) for d in delta]
+        acc = state.residual = [r + d for r, d in zip(old, delta, strict=True)]
+        if cfg.download_budget and self.variant.positions != "int32":
             values = [acc[p.tensor] for p in self.down_pieces]
             payload, kept, received = self._encode_within_budget(
                 values, self.down_pieces, round_, self.down_cfg, wire.KIND_BROADCAST,
                 wire.ALL_SEGMENTS, 0)
             for v, idx, got in zip(values, kept, received, strict=True):
-                if idx is None:
-                    v -= got
-                else:
-                    v[idx] -= got
-            state.residual = acc
+                _subtract_sent(v, idx, got)
             return payload
-        if cfg.compress_download:
-            if state.residual is None:
-                state.residual = [np.zeros_like(d) for d in delta]
-            acc = [r + d for r, d in zip(state.residual, delta, strict=True)]
-            for i in self.shared:
-                a = acc[i]
-                idx = topk_indices(a, keep_count(cfg.rho_down, a.size))
-                sent = a[idx]
-                records.append(wire.Record(i, 0, a.size, sent, idx))
-                a[idx] -= wire.round_trip_values(sent, cfg.value_dtype)
-            state.residual = acc
-        else:  # only shared tensors change globally: frozen or local ones are not broadcast
-            records = [self._broadcast_record(i, delta[i]) for i in self.shared]
+        records = []
+        for i in self.shared:
+            a = acc[i]
+            idx = topk_indices(a, keep_count(cfg.rho_down, a.size))
+            records.append(wire.Record(i, 0, a.size, a[idx], idx))
+            _subtract_sent(a, idx, wire.round_trip_values(a[idx], cfg.value_dtype))
         return self._encode(
             wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records))
 
@@ -360,10 +349,21 @@ def _sparse_is_smaller(k: int, n: int, vbits: int) -> bool:
     return k * (vbits + 2 + np.log2(n / max(k, 1))) < n * vbits
 
 
+def _subtract_sent(acc: np.ndarray, idx: np.ndarray | None, got: np.ndarray) -> None:
+    """Error feedback: take what the receiver decodes off the kept entries (all when dense)."""
+    if idx is None:
+        acc -= got
+    else:
+        acc[idx] -= got
+
+
+def _norm(xs: Params) -> float:
+    return float(np.sqrt(sum(float(np.dot(x, x)) for x in xs)))
+
+
 def stale_clip_factor(residual: Params, delta: Params, decay: float, clip: float) -> float:
     """The factor (<= 1) that brings ``||decay * residual||`` down to ``clip * ||delta||``."""
-    r = decay * float(np.sqrt(sum(float(np.dot(x, x)) for x in residual)))
-    d = float(np.sqrt(sum(float(np.dot(x, x)) for x in delta)))
+    r, d = decay * _norm(residual), _norm(delta)
     return 1.0 if r <= clip * d else clip * d / r
 
 
