@@ -61,6 +61,32 @@ def test_segment_mean_enters_deltas_at_one_over_s():
     np.testing.assert_allclose(up.residual[other], delta[other] / 2)
 
 
+@pytest.mark.parametrize(("s", "scope", "lr", "want_scope", "want_step"), [
+    (1, "auto", 0.0, "segment_mean", 2.0), (2, "auto", 0.0, "segment_mean", 2.0),
+    (3, "auto", 0.0, "sparsified_only", 1.0), (8, "auto", 0.0, "sparsified_only", 1.0),
+    (1, "sparsified_only", 0.0, "sparsified_only", 2.0),  # one segment: the scopes agree
+    (4, "segment_mean", 0.0, "segment_mean", 2.0), (4, "all_untransmitted", 0.0,
+                                                    "all_untransmitted", 1.0),
+    (8, "auto", 1.5, "sparsified_only", 1.5),  # a server_lr the user sets always wins
+])
+def test_auto_scope_and_step_follow_the_number_of_segments(s, scope, lr, want_scope, want_step):
+    cfg = CompressConfig(num_segments=s, residual_scope=scope, server_lr=lr)
+    assert (cfg.scope, cfg.step) == (want_scope, want_step)
+    out = server_step([np.array([1.0, -2.0], np.float32)], ServerState(), cfg)
+    np.testing.assert_allclose(out[0], [want_step, -2 * want_step])
+
+
+def test_auto_scope_at_s4_drops_the_unsent_segments():
+    from ecolora.methods import build_method
+
+    layout = AdapterLayout.from_shapes({f"layers.{i}.q.lora_A": (2, 4) for i in range(4)})
+    cfg = CompressConfig(**FIXED, num_segments=4, rho_a=1.0, rho_b=1.0,
+                         sparsity_schedule="constant", value_dtype="fp32")
+    m = build_method("ecolora", cfg, layout)
+    up = m.client_update([np.full(8, 3.0, np.float32)] * 4, None, client=1, round_=0)
+    assert all(not r.any() for r in up.residual)  # dense sent segment, the rest dropped
+
+
 def test_budget_count_fits_and_is_largest():
     n_all = 100_000
     for s in (1, 2, 4, 8):
@@ -132,6 +158,6 @@ def test_dpo_runs_step_at_dpo_server_lr():
     sft = RunConfig.from_dict({"compress": {"server_lr": 2.0, "dpo_server_lr": 0.5}})
     dpo = RunConfig.from_dict({"fed": {"objective": "dpo"},
                                "compress": {"server_lr": 2.0, "dpo_server_lr": 0.5}})
-    assert sft.method_compress.server_lr == 2.0
-    assert dpo.method_compress.server_lr == 0.5
+    assert sft.method_compress.step == 2.0
+    assert dpo.method_compress.step == 0.5
     assert dpo.compress.server_lr == 2.0  # the saved config is what the user set

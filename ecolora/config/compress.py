@@ -44,10 +44,12 @@ class CompressConfig:
     )
     error_feedback: bool = _knob(True, "keep what was not sent in a client residual [INF §5.4]")
     residual_scope: str = _knob(
-        "segment_mean", "residual keeps everything not sent (the unsent segments too, sent "
-        "when their turn comes), only what top-k dropped from the sent segment, or everything "
-        "at 1/S so a segment carries the mean delta since its last upload [INF §5.4]",
-        ("sparsified_only", "all_untransmitted", "segment_mean"),
+        "auto", "residual keeps everything not sent (the unsent segments too, sent when their "
+        "turn comes), only what top-k dropped from the sent segment, or everything at 1/S so a "
+        "segment carries the mean delta since its last upload; auto = segment_mean for S <= 2, "
+        "sparsified_only for S >= 3, where the mean delta is too stale (S=4 and S=8 rows of the "
+        "robustness matrix, README) [INF §5.4]",
+        ("auto", "sparsified_only", "all_untransmitted", "segment_mean"),
     )
     residual_decay: float = _knob(1.0, "residual multiplied by this each round (1 = classic EF)")
     stale_decay: float = _knob(
@@ -97,10 +99,11 @@ class CompressConfig:
         ("sgd", "avgm", "adam"),
     )
     server_lr: float = _knob(
-        2.0, "server step size: global += server_lr * (delta, momentum or Adam direction); with "
-        "segment_mean, 2 = twice FedIT's global step at every S, which is what S=2 with "
-        "all_untransmitted gave (ecolora's own; default chosen on the robustness matrix, "
-        "README). FedIT and the other dense baselines, and topk-ef, always step at 1")
+        0.0, "server step size: global += server_lr * (delta, momentum or Adam direction); 0 = "
+        "auto: 2 (twice FedIT's global step, what S=2 with all_untransmitted gave) where the "
+        "residual is segment_mean or S = 1, else 1, since the 2x step on a sparsified_only "
+        "segment lost at S=4 (ecolora's own; chosen on the robustness matrix, README). FedIT, "
+        "the other dense baselines and topk-ef always step at 1")
     dpo_server_lr: float = _knob(
         1.0, "server_lr under objective=dpo: on HH-RLHF DPO the 2x step lost 2.0 points and its "
         "DPO eval loss rose after round 10, where step 1 kept FedIT's accuracy (ecolora's own; "
@@ -141,7 +144,7 @@ class CompressConfig:
         _check_range("stale_decay", self.stale_decay, 0.0, 1.0)
         _check_range("stale_clip", self.stale_clip, 0.0, 100.0)
         _check_range("segment_memory", self.segment_memory, 0.0, 1.0)
-        _check_range("server_lr", self.server_lr, 0.0, 100.0, lo_open=True)
+        _check_range("server_lr", self.server_lr, 0.0, 100.0)
         _check_range("dpo_server_lr", self.dpo_server_lr, 0.0, 100.0, lo_open=True)
         _check_range("upload_budget", self.upload_budget, 0.0, 1.0)
         _check_range("download_budget", self.download_budget, 0.0, 1.0)
@@ -156,4 +159,17 @@ class CompressConfig:
         if self.max_tensor_numel < 1:
             raise ConfigError("`max_tensor_numel` must be >= 1")
 
+    @property
+    def scope(self) -> str:
+        """``residual_scope`` with auto resolved for this S (spec §5.4)."""
+        if self.residual_scope != "auto":
+            return self.residual_scope
+        return "segment_mean" if self.num_segments <= 2 else "sparsified_only"
 
+    @property
+    def step(self) -> float:
+        """``server_lr`` with 0 (auto) resolved: 2 where the residual carries every delta at
+        FedIT's size (segment_mean, or one segment), 1 where it drops or piles them up."""
+        if self.server_lr:
+            return self.server_lr
+        return 2.0 if self.num_segments == 1 or self.scope == "segment_mean" else 1.0

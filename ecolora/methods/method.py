@@ -139,7 +139,7 @@ class Method:
         if use_ef:
             old = residual if residual is not None else [np.zeros_like(d) for d in delta]
             decay = cfg.residual_decay * cfg.stale_decay**missed
-            if cfg.residual_scope == "segment_mean":  # every delta enters at 1/S (see above)
+            if cfg.scope == "segment_mean":  # every delta enters at 1/S (see above)
                 delta = [d * np.float32(1.0 / cfg.num_segments) for d in delta]
             if missed and cfg.stale_clip > 0 and decay > 0:
                 decay *= stale_clip_factor(old, delta, decay, cfg.stale_clip)
@@ -151,7 +151,7 @@ class Method:
             values, pieces, round_, self.cfg, wire.KIND_UPDATE, seg, client)
         new_res = None
         if use_ef:
-            if cfg.residual_scope != "sparsified_only":
+            if cfg.scope != "sparsified_only":
                 new_res = [a.copy() for a in acc]
             else:  # sparsified_only: unsent segments keep their old (decayed) residual
                 new_res = [decay * r for r in old]
