@@ -13,8 +13,9 @@ from ecolora.errors import CorruptPayloadError
 from ecolora.methods import ServerState, build_method
 from ecolora.runtime.rounds import server_round
 
-#: fixed densities and FedIT's server step (the defaults budget bytes and step at 2)
-FIXED = dict(upload_budget=0.0, server_lr=1.0)
+#: fixed densities, fp16 values and FedIT's server step (the defaults: a bytes budget, 8-bit
+#: values, step 2)
+FIXED = dict(upload_budget=0.0, server_lr=1.0, value_bits=16)
 
 LAYOUT = AdapterLayout.from_shapes({
     "l.0.q.lora_A.w": (2, 6), "l.0.q.lora_B.w": (6, 2),

@@ -13,8 +13,9 @@ from ecolora.config import CompressConfig
 from ecolora.methods import ServerState
 from ecolora.methods.server_opt import server_step
 
-#: fixed densities and FedIT's server step (the defaults budget bytes and step at 2)
-FIXED = dict(upload_budget=0.0, server_lr=1.0)
+#: fixed densities, fp16 values and FedIT's server step (the defaults: a bytes budget, 8-bit
+#: values, step 2)
+FIXED = dict(upload_budget=0.0, server_lr=1.0, value_bits=16)
 
 
 def test_sgd_scales_by_server_lr():
@@ -110,7 +111,7 @@ def test_budget_overrides_densities_in_piece_budgets():
                                         "layers.0.q.lora_B": (500, 8)})
     pieces = [Piece(0, 0, 4000), Piece(1, 0, 4000)]
     vals = [np.ones(4000, np.float32)] * 2
-    cfg = replace(CompressConfig(), upload_budget=0.1, rho_a=0.05, rho_b=0.2)
+    cfg = replace(CompressConfig(), upload_budget=0.1, rho_a=0.05, rho_b=0.2, value_bits=16)
     got = piece_budgets(vals, pieces, layout, 0, cfg)
     total = budget_count(0.1, 8000, 8000, 16)
     assert sum(got) <= total and sum(got) >= total - 2
@@ -125,7 +126,7 @@ def test_budget_counts_quantized_values_at_their_width():
                                         "layers.0.q.lora_B": (500, 8)})
     pieces = [Piece(0, 0, 4000), Piece(1, 0, 4000)]
     vals = [np.ones(4000, np.float32)] * 2
-    base = replace(CompressConfig(), upload_budget=0.05)
+    base = replace(CompressConfig(), upload_budget=0.05, value_bits=16)
     fp16 = sum(piece_budgets(vals, pieces, layout, 0, base))
     q8 = sum(piece_budgets(vals, pieces, layout, 0, replace(base, value_bits=8)))
     assert fp16 <= budget_count(0.05, 8000, 8000, 16) and q8 <= budget_count(0.05, 8000, 8000, 8)

@@ -88,7 +88,7 @@ def _no_ab(cfg: CompressConfig, layout: AdapterLayout) -> dict:
 
 def _seg_only(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     return dict(rho_a=1.0, rho_b=1.0, error_feedback=False, sparsity_schedule="constant",
-                upload_budget=0.0)
+                upload_budget=0.0, value_bits=16)  # dense, no EF: no codes to lose error in
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -118,8 +118,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("eco-no-ef", "ecolora without the error-feedback residual",
             "EcoLoRA ablation of spec §5.4",
             lambda cfg, layout: dict(error_feedback=False)),
-    Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice (values "
-            "coded as ecolora's)",
+    Variant("eco-no-golomb", "ecolora with raw int32 positions instead of Golomb-Rice (16-bit "
+            "values: the int32 framing has no 8/4-bit codes)",
             "EcoLoRA ablation of spec §6", lambda cfg, layout: dict(value_bits=16),
             positions="int32"),
 ]}
