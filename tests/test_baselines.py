@@ -88,6 +88,22 @@ def test_topk_ef_is_budget_matched_with_raw_int32_positions():
     assert kept_topk.residual is not None  # error feedback
 
 
+def test_topk_ef_under_a_budget_keeps_ecolora_s_count_at_ecolora_s_value_width():
+    """Under upload_budget topk-ef keeps the count ecolora's budget estimate gives at
+    ecolora's value width, so 8-bit ecolora values raise it (topk-ef's own values stay
+    16-bit: it spends more bytes on the same count)."""
+    from ecolora.compress.sparsify import budget_count
+
+    n = LAYOUT.numel
+    got = {}
+    for bits in (16, 8):
+        top = build_method("topk-ef", CompressConfig(value_bits=bits, upload_budget=0.2), LAYOUT)
+        assert top.cfg.value_bits == 16
+        got[bits] = top.client_update(deltas(5), None, 0, 10).nonzeros  # after the warm-up
+        assert abs(got[bits] - budget_count(0.2, n, n, bits)) <= len(LAYOUT)
+    assert got[8] > 1.3 * got[16]
+
+
 def test_topk_ef_budget_follows_the_warm_up():
     cfg = CompressConfig(num_segments=2, upload_budget=0.0, sparsity_schedule="exp", rho_start=0.5,
                          schedule_rounds=5)

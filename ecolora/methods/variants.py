@@ -68,10 +68,10 @@ def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     # EcoLoRA sends one of S segments at rho_a/rho_b; top-k sends everything, so divide by S,
     # the warm-up's start too, so that the budget matches in the warm-up rounds as well.
     # classic error feedback, as DGC has it: a returning client keeps its whole residual
-    if cfg.upload_budget:  # ecolora's budgeted count on a segment of average size
-        n = layout.numel
-        kept = budget_count(cfg.upload_budget, n // cfg.num_segments, n,
-                            8 * ITEMSIZE[cfg.value_dtype])
+    if cfg.upload_budget:  # ecolora's budgeted count on a segment of average size, at
+        n = layout.numel  # ecolora's value width (8-bit codes keep more entries than fp16)
+        bits = 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
+        kept = budget_count(cfg.upload_budget, n // cfg.num_segments, n, bits)
         rho = kept / n
     else:
         rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
