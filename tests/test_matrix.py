@@ -116,8 +116,8 @@ def test_shipped_grid_parses():
     assert g.row("hh-dpo").cfg.fed.objective == "dpo" and g.row("dolly-10").metric == "loss"
     assert all(g.row(s).baseline_from == "S2" for s in ("S1", "S4", "S8"))
     uses, jobs = plan(g, g, seeds=3)
-    # 12 rows x 3 seeds: FedIT on 9 rows (S1/S4/S8 borrow S2's runs), ecolora on 12, ablations
-    assert len(uses) == 111 and len(jobs) == 102
+    # 12 rows x 3 seeds: FedIT on 9 rows (S1/S4/S8 borrow S2's runs), ecolora on 12
+    assert len(uses) == 72 and len(jobs) == 63
 
 
 def test_shipped_grid_model_and_files_exist(monkeypatch):
