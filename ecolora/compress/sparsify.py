@@ -120,6 +120,11 @@ def position_bits(p: float) -> float:
     return b + 1.0 / (1.0 - (1.0 - p) ** (1 << b))
 
 
+def sent_value_bits(cfg: CompressConfig) -> int:
+    """Bits of one sent value: the value dtype's width, or the 8/4-bit code's."""
+    return 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
+
+
 def budget_count(budget: float, n_segment: int, n_all: int, value_bits: int) -> int:
     """Most kept entries of an ``n_segment``-entry segment whose values and positions fit in
     ``budget`` times FedIT's dense upload of all ``n_all`` entries (ecolora's own, issue 12).
@@ -164,8 +169,7 @@ def piece_budgets(
         rho = _energy_split(values, pieces, kinds, rho)
     if cfg.upload_budget:
         sizes = [p.size for p in pieces]
-        bits = 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
-        total = budget_count(cfg.upload_budget, sum(sizes), layout.numel, bits)
+        total = budget_count(cfg.upload_budget, sum(sizes), layout.numel, sent_value_bits(cfg))
         total = max(1, math.floor(total * shrink))
         weight = [rho[kind] * n for kind, n in zip(kinds, sizes, strict=True)]
         scale = total / sum(weight)

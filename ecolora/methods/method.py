@@ -267,8 +267,9 @@ class Method:
         for i in self.shared:
             a = acc[i]
             idx = topk_indices(a, keep_count(cfg.rho_down, a.size))
-            records.append(wire.Record(i, 0, a.size, a[idx], idx))
-            _subtract_sent(a, idx, wire.round_trip_values(a[idx], cfg.value_dtype))
+            sent = a[idx]
+            records.append(wire.Record(i, 0, a.size, sent, idx))
+            _subtract_sent(a, idx, wire.round_trip_values(sent, cfg.value_dtype))
         return self._encode(
             wire.Payload(wire.KIND_BROADCAST, round_, wire.ALL_SEGMENTS, cfg.value_dtype, records))
 

@@ -34,9 +34,10 @@ def server_step(delta: Params, state, cfg: CompressConfig, touched: Params | Non
     created here on first use). ``touched`` marks, per tensor, the entries some client sent this
     round (lazy Adam); None means every entry.
     """
-    lr = np.float32(cfg.step)
+    step = cfg.step
+    lr = np.float32(step)
     if cfg.server_opt == "sgd":
-        return delta if cfg.step == 1.0 else [d * lr for d in delta]
+        return delta if step == 1.0 else [d * lr for d in delta]
     b1 = np.float32(cfg.server_beta1)
     if state.opt_m is None:
         state.opt_m = [np.zeros_like(d) for d in delta]

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ecolora.compress.layout import AdapterLayout
-from ecolora.compress.sparsify import budget_count
-from ecolora.compress.values import ITEMSIZE
+from ecolora.compress.sparsify import budget_count, sent_value_bits
 from ecolora.config import CompressConfig
 
 ALL_KINDS = ("A", "B", "other")
@@ -70,8 +69,7 @@ def _topk_ef(cfg: CompressConfig, layout: AdapterLayout) -> dict:
     # classic error feedback, as DGC has it: a returning client keeps its whole residual
     if cfg.upload_budget:  # ecolora's budgeted count on a segment of average size, at
         n = layout.numel  # ecolora's value width (8-bit codes keep more entries than fp16)
-        bits = 8 * ITEMSIZE[cfg.value_dtype] if cfg.value_bits == 16 else cfg.value_bits
-        kept = budget_count(cfg.upload_budget, n // cfg.num_segments, n, bits)
+        kept = budget_count(cfg.upload_budget, n // cfg.num_segments, n, sent_value_bits(cfg))
         rho = kept / n
     else:
         rho = min(1.0, uniform_density(cfg, layout) / cfg.num_segments)
